@@ -1,0 +1,309 @@
+//! Test fixtures, built from Debian packages (no other network), cached under
+//! `target/fixtures/`:
+//! - `busybox/rootfs`: a root filesystem made of Debian's busybox-static (one static binary and a
+//!   symlink per applet) plus /etc/passwd and /etc/group;
+//! - `busybox/config.json`: an OCI bundle around that rootfs (the README's first container);
+//! - `busybox-oci/`: the same rootfs as an OCI image layout (one gzip layer), for the image
+//!   and registry tests.
+//!
+//! Building is idempotent and safe to race: a file lock serializes builders, and each piece is
+//! assembled in a temporary directory and renamed into place only when complete.
+
+use std::fs;
+use std::io::{self, Write};
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use sha2::{Digest, Sha256};
+
+/// Bump when the layout of a fixture changes, so caches are rebuilt.
+const FIXTURE_VERSION: &str = "1";
+
+pub struct Fixtures {
+    pub dir: PathBuf,
+    /// The busybox bundle: `config.json` and `rootfs/`.
+    pub bundle: PathBuf,
+    pub rootfs: PathBuf,
+    /// OCI image layout of the busybox rootfs, tagged `latest`.
+    pub oci_layout: PathBuf,
+}
+
+/// The workspace's target directory (honours CARGO_TARGET_DIR).
+pub fn target_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
+        return PathBuf::from(dir);
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("kernel-tests sits in the workspace")
+        .join("target")
+}
+
+/// The fixtures, built on first use in this process.
+pub fn busybox() -> &'static Fixtures {
+    static FIXTURES: OnceLock<Fixtures> = OnceLock::new();
+    FIXTURES.get_or_init(|| {
+        build(&target_dir().join("fixtures"))
+            .unwrap_or_else(|e| panic!("building test fixtures: {e}"))
+    })
+}
+
+fn err(what: impl Into<String>) -> io::Error {
+    io::Error::other(what.into())
+}
+
+fn run(cmd: &mut Command) -> io::Result<Vec<u8>> {
+    let out = cmd.output().map_err(|e| err(format!("{cmd:?}: {e}")))?;
+    if !out.status.success() {
+        return Err(err(format!(
+            "{cmd:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(out.stdout)
+}
+
+/// Builds whatever is missing under `dir`.
+pub fn build(dir: &Path) -> io::Result<Fixtures> {
+    fs::create_dir_all(dir)?;
+    let lock = fs::File::create(dir.join(".lock"))?;
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)?;
+
+    let fixtures = Fixtures {
+        dir: dir.to_path_buf(),
+        bundle: dir.join("busybox"),
+        rootfs: dir.join("busybox/rootfs"),
+        oci_layout: dir.join("busybox-oci"),
+    };
+    let stamp = |p: &Path| p.join(format!(".berth-fixture-v{FIXTURE_VERSION}"));
+    if !stamp(&fixtures.bundle).exists() {
+        let busybox = fetch_busybox(dir)?;
+        assemble(&fixtures.bundle, |tmp| make_bundle(tmp, &busybox))?;
+        fs::write(stamp(&fixtures.bundle), b"")?;
+    }
+    if !stamp(&fixtures.oci_layout).exists() {
+        assemble(&fixtures.oci_layout, |tmp| {
+            make_oci_layout(tmp, &fixtures.rootfs)
+        })?;
+        fs::write(stamp(&fixtures.oci_layout), b"")?;
+    }
+    Ok(fixtures)
+}
+
+/// Builds into a sibling temporary directory and renames it over `dest`.
+fn assemble(dest: &Path, make: impl FnOnce(&Path) -> io::Result<()>) -> io::Result<()> {
+    let tmp = dest.with_extension("building");
+    let _ = fs::remove_dir_all(&tmp);
+    fs::create_dir_all(&tmp)?;
+    make(&tmp)?;
+    let _ = fs::remove_dir_all(dest);
+    fs::rename(&tmp, dest)
+}
+
+/// Downloads Debian's busybox-static .deb (apt's cache and lists, nothing else) and unpacks the
+/// binary.
+fn fetch_busybox(dir: &Path) -> io::Result<PathBuf> {
+    let debs = dir.join("debs");
+    fs::create_dir_all(&debs)?;
+    let have_deb = |d: &Path| -> io::Result<Option<PathBuf>> {
+        Ok(fs::read_dir(d)?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .find(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("busybox-static_"))
+            }))
+    };
+    let deb = match have_deb(&debs)? {
+        Some(d) => d,
+        None => {
+            run(Command::new("apt-get")
+                .args(["download", "-q", "busybox-static"])
+                .current_dir(&debs))?;
+            have_deb(&debs)?.ok_or_else(|| err("apt-get download busybox-static left no .deb"))?
+        }
+    };
+    let unpacked = dir.join("debs/busybox-static");
+    let binary = unpacked.join("bin/busybox");
+    if !binary.exists() {
+        let _ = fs::remove_dir_all(&unpacked);
+        run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&unpacked))?;
+    }
+    Ok(binary)
+}
+
+const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh
+daemon:x:1:1:daemon:/usr/sbin:/bin/false
+user:x:1000:1000:user:/home/user:/bin/sh
+nobody:x:65534:65534:nobody:/nonexistent:/bin/false
+";
+const GROUP: &str = "root:x:0:
+daemon:x:1:
+tty:x:5:
+users:x:100:user
+user:x:1000:
+nogroup:x:65534:
+";
+
+fn make_bundle(bundle: &Path, busybox: &Path) -> io::Result<()> {
+    let rootfs = bundle.join("rootfs");
+    for d in [
+        "bin",
+        "dev",
+        "etc",
+        "proc",
+        "sys",
+        "tmp",
+        "root",
+        "home/user",
+        "mnt",
+        "run",
+        "var/tmp",
+        "usr/bin",
+    ] {
+        fs::create_dir_all(rootfs.join(d))?;
+    }
+    fs::set_permissions(rootfs.join("tmp"), fs::Permissions::from_mode(0o1777))?;
+    fs::set_permissions(rootfs.join("root"), fs::Permissions::from_mode(0o700))?;
+    rustix::fs::chown(
+        rootfs.join("home/user"),
+        Some(rustix::fs::Uid::from_raw(1000)),
+        Some(rustix::fs::Gid::from_raw(1000)),
+    )?;
+    let bin = rootfs.join("bin/busybox");
+    fs::copy(busybox, &bin)?;
+    fs::set_permissions(&bin, fs::Permissions::from_mode(0o755))?;
+    let list = run(Command::new(&bin).arg("--list"))?;
+    for applet in String::from_utf8_lossy(&list)
+        .lines()
+        .filter(|a| !a.is_empty() && *a != "busybox")
+    {
+        symlink("busybox", rootfs.join("bin").join(applet))?;
+    }
+    fs::write(rootfs.join("etc/passwd"), PASSWD)?;
+    fs::write(rootfs.join("etc/group"), GROUP)?;
+    fs::write(rootfs.join("etc/hostname"), "berth\n")?;
+    fs::write(rootfs.join("etc/hosts"), "127.0.0.1 localhost\n")?;
+
+    let mut spec = berth_runtime::spec_template::default_spec(false, 0, 0);
+    spec["process"]["terminal"] = false.into();
+    spec["process"]["args"] = serde_json::json!([
+        "sh",
+        "-c",
+        "echo \"hello from a berth container: $(hostname), pid $$, $(id)\""
+    ]);
+    fs::write(
+        bundle.join("config.json"),
+        serde_json::to_vec_pretty(&spec)?,
+    )?;
+    Ok(())
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    let d = Sha256::digest(bytes);
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Writes `bytes` as a content-addressed blob and returns its digest ("sha256:…").
+fn put_blob(layout: &Path, bytes: &[u8]) -> io::Result<String> {
+    let hex = sha256_hex(bytes);
+    let dir = layout.join("blobs/sha256");
+    fs::create_dir_all(&dir)?;
+    fs::File::create(dir.join(&hex))?.write_all(bytes)?;
+    Ok(format!("sha256:{hex}"))
+}
+
+fn make_oci_layout(layout: &Path, rootfs: &Path) -> io::Result<()> {
+    // A reproducible layer: sorted names, fixed owner and mtime, gzip without a timestamp.
+    let tar = run(Command::new("tar")
+        .args([
+            "--sort=name",
+            "--mtime=@0",
+            "--owner=0",
+            "--group=0",
+            "--numeric-owner",
+            "-C",
+        ])
+        .arg(rootfs)
+        .args(["-cf", "-", "."]))?;
+    let diff_id = format!("sha256:{}", sha256_hex(&tar));
+    let tar_path = layout.join("layer.tar");
+    fs::write(&tar_path, &tar)?;
+    let gz = run(Command::new("gzip").args(["-n", "-6", "-c"]).arg(&tar_path))?;
+    fs::remove_file(&tar_path)?;
+    let layer = put_blob(layout, &gz)?;
+
+    let config = serde_json::json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "created": "1970-01-01T00:00:00Z",
+        "config": {
+            "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+            "Cmd": ["sh"]
+        },
+        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+        "history": [{"created": "1970-01-01T00:00:00Z", "created_by": "berth fixtures: Debian busybox-static"}]
+    });
+    let config_bytes = serde_json::to_vec(&config)?;
+    let config_digest = put_blob(layout, &config_bytes)?;
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": config_digest,
+            "size": config_bytes.len()
+        },
+        "layers": [{
+            "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+            "digest": layer,
+            "size": gz.len()
+        }]
+    });
+    let manifest_bytes = serde_json::to_vec(&manifest)?;
+    let manifest_digest = put_blob(layout, &manifest_bytes)?;
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": manifest_digest,
+            "size": manifest_bytes.len(),
+            "platform": {"architecture": "amd64", "os": "linux"},
+            "annotations": {"org.opencontainers.image.ref.name": "latest"}
+        }]
+    });
+    fs::write(layout.join("index.json"), serde_json::to_vec(&index)?)?;
+    fs::write(
+        layout.join("oci-layout"),
+        br#"{"imageLayoutVersion":"1.0.0"}"#,
+    )?;
+    Ok(())
+}
+
+/// Checks an OCI layout's blobs against their digests (used by the fixture's own test).
+pub fn verify_oci_layout(layout: &Path) -> io::Result<()> {
+    let index: serde_json::Value = serde_json::from_slice(&fs::read(layout.join("index.json"))?)?;
+    let blob = |digest: &str| -> io::Result<Vec<u8>> {
+        let hex = digest
+            .strip_prefix("sha256:")
+            .ok_or_else(|| err(format!("bad digest {digest}")))?;
+        let bytes = fs::read(layout.join("blobs/sha256").join(hex))?;
+        if sha256_hex(&bytes) != hex {
+            return Err(err(format!("blob {digest} does not match its digest")));
+        }
+        Ok(bytes)
+    };
+    for m in index["manifests"].as_array().into_iter().flatten() {
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&blob(m["digest"].as_str().unwrap_or_default())?)?;
+        blob(manifest["config"]["digest"].as_str().unwrap_or_default())?;
+        for l in manifest["layers"].as_array().into_iter().flatten() {
+            blob(l["digest"].as_str().unwrap_or_default())?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,9 @@
+//! berth's root integration tests share this library: the fixtures (built from Debian packages
+//! and cached under target/fixtures) and a harness that drives the real binaries.
+//!
+//! The tests need root and the kernel features they exercise. They fail loudly when something
+//! is missing; none skips itself.
+
+pub mod docker_seccomp;
+pub mod fixtures;
+pub mod harness;

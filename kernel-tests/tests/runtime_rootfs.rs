@@ -1,0 +1,313 @@
+//! The container's filesystem, checked from inside: pivot_root, read-only root, every mount
+//! type a Docker container gets, bind options, propagation, devices, masked and read-only paths.
+
+use std::fs;
+use std::os::unix::fs::symlink;
+
+use berth_kernel_tests::harness::{Bundle, Runtime, mount_has_option, private_rootfs, unique};
+use serde_json::json;
+
+fn add_mount(bundle: Bundle, m: serde_json::Value) -> Bundle {
+    bundle.edit(move |s| s["mounts"].as_array_mut().unwrap().push(m))
+}
+
+#[test]
+fn the_rootfs_is_root_and_read_only() {
+    let rt = Runtime::new();
+    let out = rt.run_ok(
+        &unique("rootro"),
+        &Bundle::sh("cat /proc/self/mountinfo | head -1; touch /x 2>&1; ls /; test -e /run/berth-runtime && echo LEAK; echo done"),
+    );
+    let first = out.lines().next().unwrap();
+    let fields: Vec<&str> = first.split(' ').collect();
+    assert_eq!(fields[4], "/", "the root mount comes first: {first}");
+    assert!(
+        fields[5].split(',').any(|o| o == "ro"),
+        "root is read-only: {first}"
+    );
+    assert!(out.contains("Read-only file system"), "{out}");
+    assert!(out.contains("bin\n"), "the busybox rootfs is /: {out}");
+    assert!(!out.contains("LEAK"), "host paths visible: {out}");
+}
+
+#[test]
+fn old_root_is_gone_after_pivot() {
+    let rt = Runtime::new();
+    let out = rt.run_ok(
+        &unique("pivot"),
+        &Bundle::sh("wc -l < /proc/self/mountinfo; grep -c ' - ext4 ' /proc/self/mountinfo"),
+    );
+    let lines: Vec<usize> = out.lines().map(|l| l.trim().parse().unwrap()).collect();
+    // Root, /proc, /dev(+pts, shm, mqueue), /sys, cgroup tmpfs and hierarchies, masks and
+    // read-only paths: well under the host's count, and only the rootfs from the host's disk.
+    let host = fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .count();
+    assert!(lines[0] < host + 40, "{out}");
+    assert_eq!(
+        lines[1], 1,
+        "only the rootfs comes from the host's filesystem: {out}"
+    );
+}
+
+#[test]
+fn no_pivot_moves_the_root_instead() {
+    let rt = Runtime::new();
+    let id = unique("nopivot");
+    let bundle = Bundle::sh("head -1 /proc/self/mountinfo; ls /bin/busybox");
+    let dir = rt.prepare(&id, &bundle);
+    let out = rt.ok(&[
+        "run".as_ref(),
+        "--no-pivot".as_ref(),
+        "-b".as_ref(),
+        dir.as_os_str(),
+        id.as_ref(),
+    ]);
+    assert!(out.contains("/bin/busybox"), "{out}");
+}
+
+#[test]
+fn docker_mounts_are_there_with_their_options() {
+    let rt = Runtime::new();
+    let info = rt.run_ok(&unique("mounts"), &Bundle::sh("cat /proc/self/mountinfo"));
+    for (mp, fstype) in [
+        ("/proc", "proc"),
+        ("/dev", "tmpfs"),
+        ("/dev/pts", "devpts"),
+        ("/dev/shm", "tmpfs"),
+        ("/dev/mqueue", "mqueue"),
+        ("/sys", "sysfs"),
+        ("/sys/fs/cgroup", "tmpfs"),
+    ] {
+        let line = info
+            .lines()
+            .find(|l| l.split(' ').nth(4) == Some(mp))
+            .unwrap_or_else(|| panic!("{mp} not mounted:\n{info}"));
+        assert!(
+            line.contains(&format!(" - {fstype} ")),
+            "{mp} is not {fstype}: {line}"
+        );
+    }
+    assert!(mount_has_option(&info, "/dev", "nosuid"));
+    assert!(mount_has_option(&info, "/dev/shm", "noexec"));
+    assert!(mount_has_option(&info, "/dev/shm", "nodev"));
+    assert!(mount_has_option(&info, "/sys", "ro"));
+    assert!(mount_has_option(&info, "/sys/fs/cgroup", "ro"));
+    assert!(info.contains("size=65536k"), "tmpfs size option: {info}");
+}
+
+#[test]
+fn cgroup_mount_shows_the_containers_hierarchies() {
+    let rt = Runtime::new();
+    let out = rt.run_ok(
+        &unique("cgmount"),
+        &Bundle::sh("ls /sys/fs/cgroup; cat /sys/fs/cgroup/memory/memory.limit_in_bytes; (touch /sys/fs/cgroup/memory/x) 2>&1; true"),
+    );
+    for h in [
+        "memory", "cpu", "pids", "devices", "freezer", "systemd", "unified",
+    ] {
+        assert!(out.lines().any(|l| l == h), "{h} missing: {out}");
+    }
+    assert!(out.contains("Read-only file system"), "{out}");
+}
+
+#[test]
+fn bind_mounts_with_flags() {
+    let rt = Runtime::new();
+    let host = tempfile::tempdir().unwrap();
+    fs::write(host.path().join("file"), "from host\n").unwrap();
+    fs::write(host.path().join("single"), "single file\n").unwrap();
+    let bundle = add_mount(
+        add_mount(
+            add_mount(
+                Bundle::sh(
+                    "cat /mnt/ro/file; touch /mnt/ro/new 2>&1; echo hi > /mnt/rw/new && echo wrote; cat /mnt/single.txt; cat /proc/self/mountinfo",
+                ),
+                json!({"destination": "/mnt/ro", "type": "bind", "source": host.path(), "options": ["rbind", "ro", "nosuid", "nodev", "noexec", "rprivate"]}),
+            ),
+            json!({"destination": "/mnt/rw", "type": "bind", "source": host.path(), "options": ["bind", "rw"]}),
+        ),
+        json!({"destination": "/mnt/single.txt", "type": "bind", "source": host.path().join("single"), "options": ["bind", "ro"]}),
+    );
+    let out = rt.run_ok(&unique("bind"), &bundle);
+    assert!(out.starts_with("from host\n"), "{out}");
+    assert!(out.contains("Read-only file system"), "{out}");
+    assert!(out.contains("wrote"), "{out}");
+    assert!(out.contains("single file"), "{out}");
+    assert_eq!(fs::read_to_string(host.path().join("new")).unwrap(), "hi\n");
+    for opt in ["ro", "nosuid", "nodev", "noexec"] {
+        assert!(
+            mount_has_option(&out, "/mnt/ro", opt),
+            "/mnt/ro lacks {opt}:\n{out}"
+        );
+    }
+    assert!(mount_has_option(&out, "/mnt/rw", "rw"));
+    assert!(mount_has_option(&out, "/mnt/single.txt", "ro"));
+    // rprivate: no "master:" or "shared:" tag on that mount.
+    let line = out
+        .lines()
+        .find(|l| l.split(' ').nth(4) == Some("/mnt/ro"))
+        .unwrap();
+    assert!(
+        !line.contains("shared:") && !line.contains("master:"),
+        "{line}"
+    );
+}
+
+#[test]
+fn default_propagation_is_rslave_and_shared_works() {
+    let rt = Runtime::new();
+    let host = tempfile::tempdir().unwrap();
+    let bundle = add_mount(
+        Bundle::sh("grep ' /mnt/vol ' /proc/self/mountinfo"),
+        json!({"destination": "/mnt/vol", "type": "bind", "source": host.path(), "options": ["rbind"]}),
+    );
+    let out = rt.run_ok(&unique("prop"), &bundle);
+    // The host's mounts are shared here; the container sees them as slaves.
+    let root_shared = fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .contains("shared:");
+    if root_shared {
+        assert!(out.contains("master:"), "{out}");
+    }
+    let out = rt.run_ok(
+        &unique("prop2"),
+        &bundle.edit(|s| s["linux"]["rootfsPropagation"] = "private".into()),
+    );
+    assert!(!out.contains("master:"), "{out}");
+}
+
+#[test]
+fn tmpfs_options_and_tmpcopyup() {
+    let rt = Runtime::new();
+    let bundle = add_mount(
+        add_mount(
+            Bundle::sh(
+                "grep ' /mnt/t ' /proc/self/mountinfo; stat -c %a /mnt/t; ls /etc/passwd && echo copied",
+            ),
+            json!({"destination": "/mnt/t", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "size=1m", "mode=1777"]}),
+        ),
+        json!({"destination": "/etc", "type": "tmpfs", "source": "tmpfs", "options": ["tmpcopyup"]}),
+    );
+    let out = rt.run_ok(&unique("tmpfs"), &bundle);
+    assert!(out.contains("size=1024k"), "{out}");
+    assert!(out.contains("1777"), "{out}");
+    assert!(
+        out.contains("copied"),
+        "tmpcopyup kept the image's /etc: {out}"
+    );
+}
+
+#[test]
+fn default_devices_and_symlinks() {
+    let rt = Runtime::new();
+    let out = rt.run_ok(
+        &unique("devs"),
+        &Bundle::sh(
+            "for d in null zero full random urandom tty; do stat -c '%n %t:%T %a' /dev/$d; done; \
+             for l in fd stdin ptmx; do readlink /dev/$l; done; echo x > /dev/null && head -c 4 /dev/zero | wc -c",
+        ),
+    );
+    for line in [
+        "/dev/null 1:3 666",
+        "/dev/zero 1:5 666",
+        "/dev/full 1:7 666",
+        "/dev/random 1:8 666",
+        "/dev/urandom 1:9 666",
+        "/dev/tty 5:0 666",
+    ] {
+        assert!(out.contains(line), "{line} missing:\n{out}");
+    }
+    assert!(
+        out.contains("/proc/self/fd\n/proc/self/fd/0\npts/ptmx\n"),
+        "{out}"
+    );
+    assert!(out.trim_end().ends_with('4'), "{out}");
+}
+
+#[test]
+fn linux_devices_are_created_with_mode_and_owner() {
+    let rt = Runtime::new();
+    let bundle = Bundle::sh("stat -c '%n %t:%T %a %u:%g' /dev/fuse /dev/custom/net-tun").edit(|s| {
+        s["linux"]["devices"] = json!([
+            {"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229, "fileMode": 438, "uid": 0, "gid": 0},
+            {"path": "/dev/custom/net-tun", "type": "c", "major": 10, "minor": 200, "fileMode": 384, "uid": 1000, "gid": 100}
+        ]);
+    });
+    let out = rt.run_ok(&unique("lindev"), &bundle);
+    assert!(out.contains("/dev/fuse a:e5 666 0:0"), "{out}");
+    assert!(
+        out.contains("/dev/custom/net-tun a:c8 600 1000:100"),
+        "{out}"
+    );
+}
+
+#[test]
+fn masked_paths_read_empty_and_readonly_paths_refuse_writes() {
+    let rt = Runtime::new();
+    assert!(
+        fs::metadata("/proc/keys").is_ok() && fs::metadata("/proc/acpi").is_ok(),
+        "host lacks the probed paths"
+    );
+    let out = rt.run_ok(
+        &unique("mask"),
+        &Bundle::sh(
+            "wc -c < /proc/keys; ls /proc/acpi | wc -l; ls /sys/firmware | wc -l; \
+             (echo 1 > /proc/sys/kernel/ostype) 2>&1; (echo 3 > /proc/sys/vm/drop_caches) 2>&1; \
+             (umount /proc/keys) 2>&1; (mount -o remount,rw /proc/sys) 2>&1; wc -c < /proc/keys",
+        ),
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0].trim(), "0", "/proc/keys masked: {out}");
+    assert_eq!(lines[1].trim(), "0", "/proc/acpi masked: {out}");
+    assert_eq!(lines[2].trim(), "0", "/sys/firmware masked: {out}");
+    assert!(lines[3].contains("Read-only file system"), "{out}");
+    assert!(lines[4].contains("Read-only file system"), "{out}");
+    // Without CAP_SYS_ADMIN neither the mask nor the read-only bind can be lifted.
+    assert!(lines[5].contains("Operation not permitted"), "{out}");
+    let l6 = lines[6].to_lowercase();
+    assert!(
+        l6.contains("not permitted") || l6.contains("permission denied"),
+        "{out}"
+    );
+    assert_eq!(lines[7].trim(), "0", "{out}");
+}
+
+#[test]
+fn sysctls_are_written_in_the_containers_namespaces() {
+    let rt = Runtime::new();
+    let host_forward = fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap();
+    let bundle =
+        Bundle::sh("cat /proc/sys/net/ipv4/ip_forward /proc/sys/kernel/msgmax").edit(|s| {
+            s["linux"]["sysctl"] = json!({"net.ipv4.ip_forward": "1", "kernel.msgmax": "4096"});
+        });
+    assert_eq!(rt.run_ok(&unique("sysctl"), &bundle), "1\n4096\n");
+    assert_eq!(
+        fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap(),
+        host_forward
+    );
+}
+
+#[test]
+fn absolute_symlink_destination_resolves_inside_the_rootfs() {
+    // Images have links like /var/run -> /run; a mount at /var/run/x lands in the rootfs's
+    // /run/x, never on the host's /run.
+    let rt = Runtime::new();
+    let rootfs = private_rootfs(&["sh", "ls"], &["run", "var"]);
+    symlink("/run", rootfs.path().join("var/run")).unwrap();
+    let host = tempfile::tempdir().unwrap();
+    fs::write(host.path().join("marker"), "").unwrap();
+    let bundle = add_mount(
+        Bundle::sh("ls /run/x"),
+        json!({"destination": "/var/run/x", "type": "bind", "source": host.path(), "options": ["rbind", "ro"]}),
+    )
+    .edit(|s| s["root"]["path"] = json!(rootfs.path()));
+    let out = rt.run_ok(&unique("varrun"), &bundle);
+    assert_eq!(out, "marker\n");
+    assert!(rootfs.path().join("run/x").is_dir());
+    assert!(!std::path::Path::new("/run/x").exists());
+}

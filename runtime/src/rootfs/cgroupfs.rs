@@ -1,0 +1,122 @@
+//! The `cgroup` mount inside the container (/sys/fs/cgroup), shaped like the host's: one cgroup2
+//! mount on a unified host; on v1 and hybrid hosts a tmpfs holding one mount per hierarchy
+//! (plus `unified` on hybrid). With its own cgroup namespace the container gets fresh cgroupfs
+//! mounts rooted at its cgroup; without one, binds of its own cgroup directories.
+
+use std::os::fd::AsFd;
+use std::path::Path;
+
+use super::mounts::{MountContext, bind};
+use super::options::MountOptions;
+use super::resolve::Leaf;
+use crate::error::{Context, Error, Result};
+use crate::sys::{self, MOUNT_ATTR_RDONLY, MountAttr};
+
+pub(crate) fn mount_cgroupfs(
+    ctx: &MountContext<'_>,
+    dest: &Path,
+    opts: &MountOptions,
+) -> Result<()> {
+    let flags = opts.flags | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+    let target = ctx.root.create(dest, Leaf::Dir)?;
+    let has_v1 = ctx.cgroup.dirs.iter().any(|d| !d.unified);
+    if !has_v1 {
+        let dir = ctx.cgroup.unified_dir().ok_or_else(|| {
+            Error::Unsupported("no cgroup hierarchy is mounted on the host".into())
+        })?;
+        return mount_one(ctx, &target, &dir.path, true, &[], flags);
+    }
+
+    sys::mount(
+        Some(c"tmpfs"),
+        &sys::fd_path(target.as_fd()),
+        Some(c"tmpfs"),
+        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        Some(c"mode=755"),
+    )
+    .op(|| "mount tmpfs for the cgroup hierarchies".to_string())?;
+    let top = ctx.root.lookup(dest, false).at("resolve in rootfs", dest)?;
+    for d in &ctx.cgroup.dirs {
+        let Some(name) = d.mountpoint.file_name() else {
+            continue;
+        };
+        let sub = ctx.root.create(&dest.join(name), Leaf::Dir)?;
+        mount_one(ctx, &sub, &d.path, d.unified, &d.subsystems, flags)?;
+        // Co-mounted controllers ("cpu,cpuacct") are reachable under each name, as on hosts.
+        let name = name.to_string_lossy();
+        if name.contains(',') {
+            for alias in name.split(',') {
+                match rustix::fs::symlinkat(name.as_ref(), &top, alias) {
+                    Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                    Err(e) => return Err(e).op(|| format!("symlink {alias} -> {name}")),
+                }
+            }
+        }
+    }
+    if opts.flags & libc::MS_RDONLY != 0 {
+        let ro = MountAttr {
+            attr_set: MOUNT_ATTR_RDONLY,
+            ..Default::default()
+        };
+        if let Err(e) = sys::mount_setattr(top.as_fd(), false, &ro) {
+            if e.raw_os_error() != Some(libc::ENOSYS) {
+                return Err(e).op(|| "make the cgroup tmpfs read-only".to_string());
+            }
+            sys::mount(
+                None,
+                &sys::fd_path(top.as_fd()),
+                None,
+                libc::MS_REMOUNT
+                    | libc::MS_RDONLY
+                    | libc::MS_NOSUID
+                    | libc::MS_NODEV
+                    | libc::MS_NOEXEC,
+                Some(c"mode=755"),
+            )
+            .op(|| "remount the cgroup tmpfs read-only".to_string())?;
+        }
+    }
+    Ok(())
+}
+
+fn mount_one(
+    ctx: &MountContext<'_>,
+    target: &std::os::fd::OwnedFd,
+    host_dir: &Path,
+    unified: bool,
+    subsystems: &[String],
+    flags: libc::c_ulong,
+) -> Result<()> {
+    if ctx.cgroup_ns {
+        let (fstype, data) = if unified {
+            (c"cgroup2", None)
+        } else {
+            (
+                c"cgroup",
+                Some(std::ffi::CString::new(subsystems.join(",")).unwrap_or_default()),
+            )
+        };
+        sys::mount(
+            Some(fstype),
+            &sys::fd_path(target.as_fd()),
+            Some(fstype),
+            flags,
+            data.as_deref(),
+        )
+        .op(|| {
+            format!(
+                "mount {} {}",
+                fstype.to_string_lossy(),
+                subsystems.join(",")
+            )
+        })
+    } else {
+        let opts = MountOptions {
+            flags,
+            bind: true,
+            recursive_bind: true,
+            ..Default::default()
+        };
+        bind(host_dir, target, &opts)
+    }
+}

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Everything the tests need, then every test. Idempotent; run as root on Debian 12 (or the
+# Vagrant VM): installs the Debian packages the tests drive, builds the fixtures from Debian's
+# busybox-static (cached under target/fixtures), and runs `cargo test --workspace`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" != 0 ]; then
+  echo "scripts/test.sh: the tests create namespaces, mounts and cgroups: run it as root" >&2
+  exit 1
+fi
+
+# Packages the build and the tests use: libseccomp-dev (static libseccomp), umoci (checks the
+# OCI fixture), procps (ps, for `berth-runtime ps`), util-linux (unshare), iproute2,
+# tar/gzip/dpkg (fixture building), containerd, podman, docker.io and skopeo (engines that run
+# containers on berth-runtime in kernel-tests/tests/embedding.rs), and apt lists for
+# `apt-get download busybox-static`.
+packages=(libseccomp-dev umoci procps util-linux iproute2 tar gzip dpkg containerd podman docker.io skopeo)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ] || ! apt-cache show busybox-static >/dev/null 2>&1; then
+  apt-get update -qq
+fi
+if [ ${#missing[@]} -gt 0 ]; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+cargo build --workspace --bins --quiet
+"target/$(rustc -vV | sed -n 's/^host: //p')/debug/berth-fixtures"
+cargo test --workspace 2>&1
