@@ -29,4 +29,6 @@ fi
 
 cargo build --workspace --bins --quiet
 "target/$(rustc -vV | sed -n 's/^host: //p')/debug/berth-fixtures"
+# Each security regression test must also fail against a build without its defence.
+bash kernel-tests/weakened/run.sh
 cargo test --workspace 2>&1
