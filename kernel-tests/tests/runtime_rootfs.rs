@@ -311,3 +311,126 @@ fn absolute_symlink_destination_resolves_inside_the_rootfs() {
     assert!(rootfs.path().join("run/x").is_dir());
     assert!(!std::path::Path::new("/run/x").exists());
 }
+
+/// A host directory for an idmapped bind: `root-owned` belongs to 0:0 on disk, `user-owned` to
+/// 1000:1000.
+fn idmap_source() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("root-owned"), "r").unwrap();
+    fs::write(dir.path().join("user-owned"), "u").unwrap();
+    std::os::unix::fs::chown(dir.path().join("user-owned"), Some(1000), Some(1000)).unwrap();
+    dir
+}
+
+#[test]
+fn idmapped_bind_with_its_own_mappings() {
+    use std::os::unix::fs::MetadataExt;
+    let rt = Runtime::new();
+    let source = idmap_source();
+    // On disk 0..1000 appear as 2000..3000 through the mount, both ways: a file the container's
+    // uid 2000 makes is owned by 0 on disk.
+    let bundle = add_mount(
+        Bundle::sh(
+            "stat -c '%n %u %g' /data/root-owned /data/user-owned; \
+             ls -ln /proc/self/fd/0 >/dev/null; touch /data/made-inside && echo made",
+        )
+        .edit(|s| {
+            s["process"]["user"] = json!({"uid": 2000, "gid": 2000});
+        }),
+        json!({"destination": "/data", "type": "bind", "source": source.path(),
+               "options": ["rbind", "idmap"],
+               "uidMappings": [{"containerID": 0, "hostID": 2000, "size": 1001}],
+               "gidMappings": [{"containerID": 0, "hostID": 2000, "size": 1001}]}),
+    );
+    let out = rt.run_ok(&unique("idmapown"), &bundle);
+    assert!(out.contains("/data/root-owned 2000 2000"), "{out}");
+    assert!(out.contains("/data/user-owned 3000 3000"), "{out}");
+    assert!(out.contains("made"), "{out}");
+    let made = fs::metadata(source.path().join("made-inside")).unwrap();
+    assert_eq!(
+        (made.uid(), made.gid()),
+        (0, 0),
+        "written through the idmap"
+    );
+    // The host's view of the source is untouched.
+    let host = fs::metadata(source.path().join("user-owned")).unwrap();
+    assert_eq!(host.uid(), 1000);
+}
+
+#[test]
+fn idmap_takes_the_containers_user_namespace() {
+    let rt = Runtime::new();
+    let source = idmap_source();
+    // Mount points made beforehand: root of the container's namespace cannot create them in a
+    // rootfs owned by the host's root.
+    let rootfs = private_rootfs(&["sh", "stat", "touch"], &["plain", "mapped"]);
+    let userns = |b: Bundle| {
+        b.edit(|s| {
+            s["root"]["path"] = json!(rootfs.path());
+            s["linux"]["namespaces"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!({"type": "user"}));
+            s["linux"]["uidMappings"] =
+                json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+            s["linux"]["gidMappings"] =
+                json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+        })
+    };
+    let script = "stat -c '%n %u' /plain/root-owned /mapped/root-owned /mapped/user-owned";
+    let bundle = add_mount(
+        add_mount(
+            userns(Bundle::sh(script)),
+            json!({"destination": "/plain", "type": "bind", "source": source.path(),
+                   "options": ["rbind", "ro"]}),
+        ),
+        json!({"destination": "/mapped", "type": "bind", "source": source.path(),
+               "options": ["rbind", "ridmap", "ro"]}),
+    );
+    let out = rt.run_ok(&unique("idmapns"), &bundle);
+    // Without the idmap, host root is no one in the container; with it, root is root.
+    assert!(out.contains("/plain/root-owned 65534"), "{out}");
+    assert!(out.contains("/mapped/root-owned 0"), "{out}");
+    assert!(out.contains("/mapped/user-owned 1000"), "{out}");
+
+    // The mount's flags are kept.
+    let bundle = add_mount(
+        userns(Bundle::sh("touch /mapped/x 2>&1; true")),
+        json!({"destination": "/mapped", "type": "bind", "source": source.path(),
+               "options": ["rbind", "idmap", "ro"]}),
+    );
+    let out = rt.run_ok(&unique("idmapro"), &bundle);
+    assert!(out.contains("Read-only file system"), "{out}");
+}
+
+#[test]
+fn idmap_mistakes_are_config_errors() {
+    let rt = Runtime::new();
+    let source = idmap_source();
+    for (mount, want) in [
+        // No user namespace to take the mapping from.
+        (
+            json!({"destination": "/d", "type": "bind", "source": source.path(),
+                   "options": ["rbind", "idmap"]}),
+            "has none",
+        ),
+        (
+            json!({"destination": "/d", "type": "tmpfs", "source": "tmpfs", "options": ["idmap"],
+                   "uidMappings": [{"containerID": 0, "hostID": 1, "size": 1}],
+                   "gidMappings": [{"containerID": 0, "hostID": 1, "size": 1}]}),
+            "bind mounts only",
+        ),
+        (
+            json!({"destination": "/d", "type": "bind", "source": source.path(),
+                   "options": ["rbind"],
+                   "uidMappings": [{"containerID": 0, "hostID": 1, "size": 1}]}),
+            "go together",
+        ),
+    ] {
+        let id = unique("idmapbad");
+        let (code, _, err) = rt.run(&id, &add_mount(Bundle::sh("true"), mount));
+        assert_ne!(code, 0);
+        assert!(err.contains("mounts[") && err.contains(want), "{err}");
+        assert!(!rt.root().join(&id).exists());
+    }
+}

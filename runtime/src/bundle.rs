@@ -174,6 +174,7 @@ pub(crate) fn validate(spec: &Spec, plan: &NamespacePlan) -> Result<()> {
         ));
     }
     refuse_unimplemented(linux, process)?;
+    crate::net_devices::validate(linux, plan)?;
     crate::rootfs::validate(spec)?;
     if let Some(rules) = linux
         .resources()
@@ -196,9 +197,6 @@ fn refuse_unimplemented(linux: &oci_spec::runtime::Linux, process: &Process) -> 
 
     if linux.intel_rdt().is_some() {
         return unsupported("linux.intelRdt");
-    }
-    if linux.net_devices().as_ref().is_some_and(|d| !d.is_empty()) {
-        return unsupported("linux.netDevices");
     }
     let labels = process
         .selinux_label()

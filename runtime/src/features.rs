@@ -118,12 +118,13 @@ pub fn features() -> Value {
             "apparmor": {"enabled": std::path::Path::new("/sys/kernel/security/apparmor").exists()},
             "selinux": {"enabled": false},
             "intelRdt": {"enabled": false},
+            "netDevices": {"enabled": true},
             "memoryPolicy": {
                 "modes": ["MPOL_DEFAULT", "MPOL_BIND", "MPOL_INTERLEAVE", "MPOL_WEIGHTED_INTERLEAVE",
                           "MPOL_PREFERRED", "MPOL_PREFERRED_MANY", "MPOL_LOCAL"],
                 "flags": ["MPOL_F_NUMA_BALANCING", "MPOL_F_RELATIVE_NODES", "MPOL_F_STATIC_NODES"]
             },
-            "mountExtensions": {"idmap": {"enabled": false}}
+            "mountExtensions": {"idmap": {"enabled": true}}
         },
         "annotations": {
             "org.opencontainers.runc.version": format!("berth-runtime {}", env!("CARGO_PKG_VERSION")),

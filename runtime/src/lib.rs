@@ -27,6 +27,7 @@ pub mod error;
 pub mod features;
 pub mod hooks;
 pub mod namespaces;
+mod net_devices;
 mod process;
 pub mod rootfs;
 pub mod seccomp;

@@ -207,6 +207,8 @@ fn create(rt: &Runtime, id: &str, opts: &CreateOptions, launch: Launch) -> Resul
                 .at("open", &path)?,
         )
     };
+    let idmapped =
+        crate::rootfs::idmap::requested(spec, &bundle.dir, plan.has(NamespaceKind::User))?;
     let runtime_exe = crate::process::user_process::runtime_exe()?;
     let seccomp = linux
         .seccomp()
@@ -369,6 +371,33 @@ fn create(rt: &Runtime, id: &str, opts: &CreateOptions, launch: Launch) -> Resul
             .op(|| "sync with the container init".to_string())?;
     }
 
+    if linux.net_devices().as_ref().is_some_and(|d| !d.is_empty()) {
+        // A joined namespace is entered by the init only after `Continue`: use the config's.
+        let netns = match plan.joins(NamespaceKind::Network) {
+            Some(joined) => joined
+                .fd
+                .try_clone()
+                .op(|| "dup the network namespace".to_string())?,
+            None => {
+                let path = format!("/proc/{init_pid}/ns/net");
+                OwnedFd::from(fs::File::open(&path).at("open", &path)?)
+            }
+        };
+        crate::net_devices::move_into(linux, &netns)?;
+    }
+    if !idmapped.is_empty() {
+        let container_userns = if plan.has(NamespaceKind::User) {
+            let path = format!("/proc/{init_pid}/ns/user");
+            Some(OwnedFd::from(fs::File::open(&path).at("open", &path)?))
+        } else {
+            None
+        };
+        for (index, tree) in crate::rootfs::idmap::make(&idmapped, container_userns.as_ref())? {
+            parent_chan
+                .send_with_fd(&Message::IdmappedMount(index as u32), Some(tree.as_fd()))
+                .op(|| "hand an idmapped mount to the container init".to_string())?;
+        }
+    }
     // Let the init build its mounts while we move it into its cgroup (the first migration
     // after a quiet spell waits for an RCU grace period: milliseconds) and write the record.
     parent_chan

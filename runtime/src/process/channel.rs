@@ -37,6 +37,8 @@ pub(crate) enum Message {
     SeccompListener,
     /// parent -> child: the container's state, for the hooks the init runs.
     State(String),
+    /// parent -> child: the idmapped mount for `mounts[N]` rides along, detached.
+    IdmappedMount(u32),
 }
 
 impl Message {
@@ -65,6 +67,11 @@ impl Message {
                 v.extend_from_slice(json.as_bytes());
                 v
             }
+            Message::IdmappedMount(index) => {
+                let mut v = vec![12];
+                v.extend_from_slice(&index.to_le_bytes());
+                v
+            }
         }
     }
 
@@ -83,6 +90,7 @@ impl Message {
             9 => Message::InCgroup,
             10 => Message::SeccompListener,
             11 => Message::State(String::from_utf8_lossy(rest).into_owned()),
+            12 => Message::IdmappedMount(u32::from_le_bytes(rest.try_into().map_err(|_| bad())?)),
             _ => return Err(bad()),
         })
     }

@@ -112,7 +112,24 @@ fn run(args: &InitArgs<'_>, chan: &Channel) -> Result<Infallible> {
     } else {
         serde_json::Value::Null
     };
-    chan.expect(&Message::Continue).map_err(Error::Child)?;
+    // Idmapped mounts (made by the runtime, which is privileged over their filesystems) come
+    // before the go-ahead.
+    let mut idmapped = Vec::new();
+    loop {
+        match chan.recv_with_fd() {
+            Ok(Some((Message::Continue, _))) => break,
+            Ok(Some((Message::IdmappedMount(index), Some(tree)))) => {
+                idmapped.push((index as usize, tree));
+            }
+            Ok(Some((Message::Failed(text), _))) => return Err(Error::Child(text)),
+            other => {
+                return Err(Error::Child(format!(
+                    "expected Continue, got {:?}",
+                    other.map(|o| o.map(|(m, _)| m))
+                )));
+            }
+        }
+    }
     trace::mark("init: continue");
 
     let plan = args.plan;
@@ -141,6 +158,7 @@ fn run(args: &InitArgs<'_>, chan: &Channel) -> Result<Infallible> {
         net_ns: plan.has(NamespaceKind::Network),
         user_ns: plan.has(NamespaceKind::User),
         no_pivot: args.no_pivot,
+        idmapped: &idmapped,
         enter_cgroup: &|| gate.pass(),
     };
     trace::mark("init: namespaces done");

@@ -5,6 +5,7 @@
 
 mod cgroupfs;
 mod devices;
+pub(crate) mod idmap;
 mod mounts;
 mod options;
 mod paths;
@@ -34,6 +35,8 @@ pub(crate) struct RootfsSetup<'a> {
     /// In a user namespace mknod is refused: device nodes are bound from the host.
     pub user_ns: bool,
     pub no_pivot: bool,
+    /// Idmapped mounts the runtime made, detached, by index in `mounts[]`.
+    pub idmapped: &'a [(usize, std::os::fd::OwnedFd)],
     /// Called before the cgroup filesystem is mounted: the init must be in its cgroup (and
     /// namespace) by then.
     pub enter_cgroup: &'a dyn Fn() -> Result<()>,
@@ -110,6 +113,7 @@ pub(crate) fn prepare(s: &RootfsSetup<'_>) -> Result<()> {
         cgroup_ns: s.cgroup_ns,
         net_ns: s.net_ns,
         user_ns: s.user_ns,
+        idmapped: s.idmapped,
     };
     let spec_mounts = s.spec.mounts().as_deref().unwrap_or_default();
     for (i, m) in spec_mounts.iter().enumerate() {

@@ -32,6 +32,8 @@ pub(crate) struct MountContext<'a> {
     pub net_ns: bool,
     /// The container has its own user namespace.
     pub user_ns: bool,
+    /// Idmapped mounts made by the runtime (`idmap`), detached, by index in `mounts[]`.
+    pub idmapped: &'a [(usize, OwnedFd)],
 }
 
 pub(crate) fn cstring(p: &Path) -> Result<CString> {
@@ -57,11 +59,9 @@ pub(crate) fn mount_entry(ctx: &MountContext<'_>, index: usize, m: &Mount) -> Re
             m.destination().display()
         )
     };
-    let result = if opts.idmap.is_some() || m.uid_mappings().is_some() || m.gid_mappings().is_some()
-    {
-        Err(Error::Unsupported(
-            "idmapped mounts (idmap, ridmap, uidMappings) are not implemented yet".into(),
-        ))
+    let idmapped = ctx.idmapped.iter().find(|(i, _)| *i == index);
+    let result = if let Some((_, tree)) = idmapped {
+        attach_idmapped(ctx, m, tree, &opts)
     } else if opts.bind || typ == "bind" {
         bind_entry(ctx, m, &opts)
     } else if typ == "cgroup" || typ == "cgroup2" {
@@ -94,6 +94,22 @@ fn bind_entry(ctx: &MountContext<'_>, m: &Mount, opts: &MountOptions) -> Result<
     let leaf = if meta.is_dir() { Leaf::Dir } else { Leaf::File };
     let target = ctx.root.create(m.destination(), leaf)?;
     bind(&src, &target, opts)
+}
+
+/// Attaches an idmapped mount the runtime made (flags already set) at the destination.
+fn attach_idmapped(
+    ctx: &MountContext<'_>,
+    m: &Mount,
+    tree: &OwnedFd,
+    opts: &MountOptions,
+) -> Result<()> {
+    let st = rustix::fs::fstat(tree).op(|| "stat the idmapped mount".to_string())?;
+    let is_dir = rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Directory;
+    let leaf = if is_dir { Leaf::Dir } else { Leaf::File };
+    let target = ctx.root.create(m.destination(), leaf)?;
+    sys::move_mount(tree.as_fd(), target.as_fd())
+        .op(|| "move_mount the idmapped mount".to_string())?;
+    propagate(tree, &opts.propagation)
 }
 
 /// Binds the host path `src` onto the resolved `target`, with the options' flags, recursive
