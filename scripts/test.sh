@@ -11,11 +11,12 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 # Packages the build and the tests use: libseccomp-dev (static libseccomp), umoci (checks the
-# OCI fixture), procps (ps, for `berth-runtime ps`), util-linux (unshare), iproute2,
+# OCI fixture), procps (ps, for `berth-runtime ps`), util-linux (unshare), iproute2 (test
+# network namespaces), uidmap and passwd (newuidmap/newgidmap and useradd for the rootless test),
 # tar/gzip/dpkg (fixture building), containerd, podman, docker.io and skopeo (engines that run
 # containers on berth-runtime in kernel-tests/tests/embedding.rs), and apt lists for
 # `apt-get download busybox-static`.
-packages=(libseccomp-dev umoci procps util-linux iproute2 tar gzip dpkg containerd podman docker.io skopeo)
+packages=(libseccomp-dev umoci procps util-linux iproute2 uidmap passwd tar gzip dpkg containerd podman docker.io skopeo)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -62,6 +62,17 @@ impl Runtime {
     /// Where containers are kept unless `--root` says otherwise.
     pub const DEFAULT_ROOT: &'static str = "/run/berth-runtime";
 
+    /// The default state root for this process: [`Runtime::DEFAULT_ROOT`] for root; for an
+    /// unprivileged user `$XDG_RUNTIME_DIR/berth-runtime`, as runc does.
+    pub fn default_root() -> PathBuf {
+        if !rustix::process::geteuid().is_root() {
+            if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+                return PathBuf::from(dir).join("berth-runtime");
+            }
+        }
+        PathBuf::from(Self::DEFAULT_ROOT)
+    }
+
     pub fn new(root: impl Into<PathBuf>) -> Runtime {
         Runtime { root: root.into() }
     }

@@ -356,6 +356,23 @@ impl Cgroup {
     }
 }
 
+/// Whether `resources` sets any limit (device rules aside: without a cgroup they cannot be
+/// enforced, but in a user namespace no device node can be made either).
+pub fn asks_for_limits(r: &LinuxResources) -> bool {
+    let r = zero_means_unset(r);
+    fn set<T: Default + PartialEq>(v: &Option<T>) -> bool {
+        v.as_ref().is_some_and(|v| *v != T::default())
+    }
+    set(r.memory())
+        || set(r.cpu())
+        || set(r.pids())
+        || set(r.block_io())
+        || r.hugepage_limits().as_ref().is_some_and(|h| !h.is_empty())
+        || set(r.network())
+        || r.rdma().as_ref().is_some_and(|m| !m.is_empty())
+        || r.unified().as_ref().is_some_and(|m| !m.is_empty())
+}
+
 /// Docker and containerd send 0 for limits they do not set (`"weight": 0`, `"shares": 0`,
 /// `"limit": 0`); runc reads 0 as "leave it", and the kernel refuses some of those zeros
 /// (blkio weights are 10..1000). Same here.

@@ -187,12 +187,36 @@ fn create(rt: &Runtime, id: &str, opts: &CreateOptions, launch: Launch) -> Resul
     let layout = Layout::detect()?;
     trace::mark("create: cgroup layout read");
     crate::cgroups::validate_path(&cgroups_path)?;
-    let cgroup = Cgroup::plan(&layout, &cgroups_path);
-    let plan_bytes =
-        serde_json::to_vec(&cgroup).map_err(|e| Error::sys("encode cgroup plan", e))?;
-    fs::write(dir.join(CGROUP_FILE), plan_bytes).at("write", dir.join(CGROUP_FILE))?;
-    cgroup.create(linux.resources().as_ref())?;
-    undo.cgroup = Some(cgroup.clone());
+    let mut cgroup = Cgroup::plan(&layout, &cgroups_path);
+    let write_plan = |cgroup: &Cgroup| {
+        let bytes = serde_json::to_vec(cgroup).map_err(|e| Error::sys("encode cgroup plan", e))?;
+        fs::write(dir.join(CGROUP_FILE), bytes).at("write", dir.join(CGROUP_FILE))
+    };
+    write_plan(&cgroup)?;
+    match cgroup.create(linux.resources().as_ref()) {
+        Ok(()) => undo.cgroup = Some(cgroup.clone()),
+        // Rootless without a delegated cgroup: a container that asks for no limits runs
+        // without a cgroup of its own (as with runc); one that asks for limits cannot.
+        Err(e) if rootless_denied(&e) => {
+            if linux
+                .resources()
+                .as_ref()
+                .is_some_and(crate::cgroups::asks_for_limits)
+            {
+                return Err(Error::config(
+                    "config.json",
+                    "linux.resources",
+                    format!(
+                        "limits need a cgroup this user may write (delegate one, or run as root): {e}"
+                    ),
+                ));
+            }
+            log::debug!("rootless: no cgroup for {id} ({e})");
+            cgroup = Cgroup::default();
+            write_plan(&cgroup)?;
+        }
+        Err(e) => return Err(e),
+    }
     trace::mark("create: cgroup made");
 
     // The init holds the FIFO itself (O_PATH), never a directory of the host: it reopens it
@@ -466,6 +490,15 @@ fn create(rt: &Runtime, id: &str, opts: &CreateOptions, launch: Launch) -> Resul
     })
 }
 
+/// A cgroup write refused because the runtime runs unprivileged.
+fn rootless_denied(e: &Error) -> bool {
+    !rustix::process::geteuid().is_root()
+        && matches!(
+            e.raw_os_error(),
+            Some(libc::EACCES) | Some(libc::EPERM) | Some(libc::EROFS)
+        )
+}
+
 /// The FIFO `start` opens. Writable by everyone, like runc's: the init opens it after it has
 /// switched to the container's user.
 fn make_exec_fifo(dir: &Path, spec: &Spec) -> Result<()> {
@@ -501,21 +534,72 @@ fn make_exec_fifo(dir: &Path, spec: &Spec) -> Result<()> {
     Ok(())
 }
 
-/// Writes /proc/PID/{uid_map,gid_map} for a new user namespace.
+/// Writes /proc/PID/{uid_map,gid_map} for a new user namespace. Root writes them itself. An
+/// unprivileged runtime may map only its own ids, one each, and only once setgroups is denied;
+/// anything wider goes through the setuid helpers newuidmap/newgidmap, which check the ranges
+/// against /etc/subuid and /etc/subgid.
 fn write_id_maps(pid: libc::pid_t, spec: &Spec) -> Result<()> {
     let linux = spec.linux().as_ref().expect("validated");
-    let format = |maps: &Option<Vec<LinuxIdMapping>>| {
+    let uid = linux.uid_mappings().as_deref().unwrap_or_default();
+    let gid = linux.gid_mappings().as_deref().unwrap_or_default();
+    let format = |maps: &[LinuxIdMapping]| {
         maps.iter()
-            .flatten()
             .map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size()))
             .collect::<String>()
     };
-    for (file, text) in [
-        ("uid_map", format(linux.uid_mappings())),
-        ("gid_map", format(linux.gid_mappings())),
-    ] {
+    let write = |file: &str, text: &str| {
         let path = format!("/proc/{pid}/{file}");
-        fs::write(&path, &text).op(|| format!("write {text:?} to {path}"))?;
+        fs::write(&path, text).op(|| format!("write {text:?} to {path}"))
+    };
+    let euid = rustix::process::geteuid();
+    if euid.is_root() {
+        write("uid_map", &format(uid))?;
+        return write("gid_map", &format(gid));
+    }
+    let own = |maps: &[LinuxIdMapping], id: u32| {
+        maps.len() == 1 && maps[0].host_id() == id && maps[0].size() == 1
+    };
+    if own(uid, euid.as_raw()) && own(gid, rustix::process::getegid().as_raw()) {
+        write("setgroups", "deny")?;
+        write("uid_map", &format(uid))?;
+        return write("gid_map", &format(gid));
+    }
+    for (helper, maps, field) in [
+        ("newuidmap", uid, "linux.uidMappings"),
+        ("newgidmap", gid, "linux.gidMappings"),
+    ] {
+        let mut cmd = std::process::Command::new(helper);
+        cmd.arg(pid.to_string());
+        for m in maps {
+            cmd.args([
+                m.container_id().to_string(),
+                m.host_id().to_string(),
+                m.size().to_string(),
+            ]);
+        }
+        let out = cmd
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map_err(|e| {
+                Error::config(
+                    "config.json",
+                    field,
+                    format!(
+                        "mapping more than this user's own id needs {helper} (Debian package uidmap): {e}"
+                    ),
+                )
+            })?;
+        if !out.status.success() {
+            return Err(Error::config(
+                "config.json",
+                field,
+                format!(
+                    "{helper} refused the mapping (are the ranges in /etc/sub{}id?): {}",
+                    if helper == "newuidmap" { "u" } else { "g" },
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ),
+            ));
+        }
     }
     Ok(())
 }

@@ -57,7 +57,8 @@ impl Container {
     }
 
     fn signal_listed(&self, signal: i32) -> Result<()> {
-        for pid in self.record.cgroup.pids()? {
+        // Without a cgroup (rootless) that is the init: its pid namespace ends with it.
+        for pid in self.processes()? {
             match wait::signal(pid, None, signal) {
                 Ok(()) => {}
                 Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}

@@ -19,6 +19,18 @@ pub(crate) fn mount_cgroupfs(
 ) -> Result<()> {
     let flags = opts.flags | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
     let target = ctx.root.create(dest, Leaf::Dir)?;
+    if ctx.cgroup.dirs.is_empty() {
+        // A rootless container without a cgroup of its own: the host's hierarchies, read-only
+        // (nothing this user could not read on the host anyway).
+        let mut o = opts.clone();
+        o.bind = true;
+        o.recursive_bind = true;
+        o.recursive.attr_set |= crate::sys::MOUNT_ATTR_RDONLY
+            | crate::sys::MOUNT_ATTR_NOSUID
+            | crate::sys::MOUNT_ATTR_NODEV
+            | crate::sys::MOUNT_ATTR_NOEXEC;
+        return super::mounts::bind(Path::new("/sys/fs/cgroup"), &target, &o);
+    }
     let has_v1 = ctx.cgroup.dirs.iter().any(|d| !d.unified);
     if !has_v1 {
         let dir = ctx.cgroup.unified_dir().ok_or_else(|| {

@@ -8,7 +8,7 @@ mod signals;
 use std::collections::BTreeSet;
 use std::fmt;
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
 use berth_runtime::{Container, CreateOptions, Error, ExecOptions, OCI_VERSION, Runtime};
@@ -85,11 +85,7 @@ fn run(cli: Cli) -> CliResult {
         return Err(CliError::Usage("no command given; see --help".into()));
     };
     let global = cli.global;
-    let rt = Runtime::new(
-        global
-            .root
-            .unwrap_or_else(|| PathBuf::from(Runtime::DEFAULT_ROOT)),
-    );
+    let rt = Runtime::new(global.root.unwrap_or_else(Runtime::default_root));
     match command {
         Command::Create(args) => {
             rt.create(&args.id, &create_options(&args, global.systemd_cgroup))?;
