@@ -7,14 +7,9 @@ use std::process::{Command, Stdio};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 
+/// The release berth-runtime beside this bench (target/<triple>/release), or $BERTH_RUNTIME.
 fn runtime_binary() -> PathBuf {
-    let bin = berth_kernel_tests::fixtures::target_dir().join("release/berth-runtime");
-    assert!(
-        bin.exists(),
-        "{} is missing: cargo build --release -p berth-runtime",
-        bin.display()
-    );
-    bin
+    berth_kernel_tests::harness::runtime_binary()
 }
 
 fn run_true(c: &mut Criterion) {

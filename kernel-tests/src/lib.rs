@@ -7,3 +7,5 @@
 pub mod docker_seccomp;
 pub mod fixtures;
 pub mod harness;
+pub mod test_netns;
+pub mod test_user;

@@ -3,75 +3,11 @@
 //! this test makes, holding a veth pair: nothing of the host's network is touched, and all
 //! traffic stays between the two ends.
 
-use std::fs;
-use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use berth_kernel_tests::harness::{Bundle, Runtime, unique};
+use berth_kernel_tests::test_netns::TestNetns;
 use serde_json::json;
-
-/// A named network namespace, deleted on drop (with whatever devices are left in it).
-struct TestNetns {
-    name: String,
-}
-
-impl TestNetns {
-    fn new() -> TestNetns {
-        let name = unique("berth-nd");
-        ip(&["netns", "add", &name]);
-        TestNetns { name }
-    }
-
-    /// `ip -n NS args…`, which must succeed.
-    fn ip(&self, args: &[&str]) -> String {
-        let mut all = vec!["-n", self.name.as_str()];
-        all.extend_from_slice(args);
-        ip(&all)
-    }
-
-    /// `berth-runtime args…` run inside this namespace (its mount namespace stays the host's).
-    fn runtime(&self, rt: &Runtime, args: &[&str]) -> (i32, String, String) {
-        let ns = fs::File::open(format!("/run/netns/{}", self.name)).unwrap();
-        let raw = ns.as_raw_fd();
-        let mut cmd = rt.command(args);
-        // SAFETY: only setns (async-signal-safe) between fork and exec; `ns` outlives the spawn.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::setns(raw, libc::CLONE_NEWNET) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let out = cmd.stdin(Stdio::null()).output().unwrap();
-        drop(ns);
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    }
-}
-
-impl Drop for TestNetns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
-}
-
-fn ip(args: &[&str]) -> String {
-    let out = Command::new("ip").args(args).output().expect("run ip");
-    assert!(
-        out.status.success(),
-        "ip {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 fn run_in(ns: &TestNetns, rt: &Runtime, id: &str, bundle: &Bundle) -> (i32, String, String) {
     let dir = rt.prepare(id, bundle);
@@ -80,7 +16,7 @@ fn run_in(ns: &TestNetns, rt: &Runtime, id: &str, bundle: &Bundle) -> (i32, Stri
 
 #[test]
 fn a_veth_moves_in_renamed_with_its_address() {
-    let ns = TestNetns::new();
+    let ns = TestNetns::create();
     ns.ip(&[
         "link", "add", "bnd0", "type", "veth", "peer", "name", "bnd1",
     ]);
@@ -129,7 +65,7 @@ fn a_veth_moves_in_renamed_with_its_address() {
 
 #[test]
 fn net_device_mistakes_leave_nothing_behind() {
-    let ns = TestNetns::new();
+    let ns = TestNetns::create();
     ns.ip(&[
         "link", "add", "bnd0", "type", "veth", "peer", "name", "bnd1",
     ]);

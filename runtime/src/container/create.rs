@@ -353,7 +353,27 @@ fn create(rt: &Runtime, id: &str, opts: &CreateOptions, launch: Launch) -> Resul
         owns_pid_namespace: plan.creates(NamespaceKind::Pid),
         spec: spec.clone(),
     };
+    // Moving a device waits for RCU grace periods (tens of ms): it overlaps the init's mounts,
+    // and the init waits for `InCgroup`, sent after it, before it execs.
+    let move_net_devices = || {
+        if linux.net_devices().as_ref().is_none_or(|d| d.is_empty()) {
+            return Ok(());
+        }
+        // A joined namespace is entered by the init only after `Continue`: use the config's.
+        let netns = match plan.joins(NamespaceKind::Network) {
+            Some(joined) => joined
+                .fd
+                .try_clone()
+                .op(|| "dup the network namespace".to_string())?,
+            None => {
+                let path = format!("/proc/{init_pid}/ns/net");
+                OwnedFd::from(fs::File::open(&path).at("open", &path)?)
+            }
+        };
+        crate::net_devices::move_into(linux, &netns)
+    };
     let join_cgroup = || {
+        move_net_devices()?;
         cgroup.add_process(init_pid, unified.is_some())?;
         if let Some(adj) = process.oom_score_adj() {
             let path = format!("/proc/{init_pid}/oom_score_adj");
@@ -395,20 +415,6 @@ fn create(rt: &Runtime, id: &str, opts: &CreateOptions, launch: Launch) -> Resul
             .op(|| "sync with the container init".to_string())?;
     }
 
-    if linux.net_devices().as_ref().is_some_and(|d| !d.is_empty()) {
-        // A joined namespace is entered by the init only after `Continue`: use the config's.
-        let netns = match plan.joins(NamespaceKind::Network) {
-            Some(joined) => joined
-                .fd
-                .try_clone()
-                .op(|| "dup the network namespace".to_string())?,
-            None => {
-                let path = format!("/proc/{init_pid}/ns/net");
-                OwnedFd::from(fs::File::open(&path).at("open", &path)?)
-            }
-        };
-        crate::net_devices::move_into(linux, &netns)?;
-    }
     if !idmapped.is_empty() {
         let container_userns = if plan.has(NamespaceKind::User) {
             let path = format!("/proc/{init_pid}/ns/user");

@@ -1,0 +1,77 @@
+//! A named network namespace for a test or bench, deleted (with what is left in it) on drop.
+//! Tests put their links there, never in the host's namespace.
+
+use std::fs;
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+
+use crate::harness::{Runtime, unique};
+
+/// A named network namespace, deleted on drop (with whatever devices are left in it).
+pub struct TestNetns {
+    pub name: String,
+}
+
+impl TestNetns {
+    pub fn create() -> TestNetns {
+        let name = unique("berth-nd");
+        ip(&["netns", "add", &name]);
+        TestNetns { name }
+    }
+
+    /// `ip -n NS args…`, which must succeed.
+    pub fn ip(&self, args: &[&str]) -> String {
+        let mut all = vec!["-n", self.name.as_str()];
+        all.extend_from_slice(args);
+        ip(&all)
+    }
+
+    /// Makes `cmd` start in this network namespace (its mount namespace stays the caller's).
+    /// The returned file must outlive the spawn.
+    pub fn enter_on_spawn(&self, cmd: &mut Command) -> fs::File {
+        let ns = fs::File::open(format!("/run/netns/{}", self.name)).expect("open netns");
+        let raw = ns.as_raw_fd();
+        // SAFETY: only setns (async-signal-safe) between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setns(raw, libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        ns
+    }
+
+    /// `berth-runtime args…` run inside this namespace.
+    pub fn runtime(&self, rt: &Runtime, args: &[&str]) -> (i32, String, String) {
+        let mut cmd = rt.command(args);
+        let ns = self.enter_on_spawn(&mut cmd);
+        let out = cmd.stdin(Stdio::null()).output().unwrap();
+        drop(ns);
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+impl Drop for TestNetns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+pub fn ip(args: &[&str]) -> String {
+    let out = Command::new("ip").args(args).output().expect("run ip");
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
