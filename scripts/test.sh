@@ -13,10 +13,11 @@ fi
 # Packages the build and the tests use: libseccomp-dev (static libseccomp), umoci (checks the
 # OCI fixture), procps (ps, for `berth-runtime ps`), util-linux (unshare), iproute2 (test
 # network namespaces), uidmap and passwd (newuidmap/newgidmap and useradd for the rootless test),
+# btrfs-progs (mkfs.btrfs for the btrfs driver's loop filesystem), zstd (compressed layers),
 # tar/gzip/dpkg (fixture building), containerd, podman, docker.io and skopeo (engines that run
 # containers on berth-runtime in kernel-tests/tests/embedding.rs), and apt lists for
 # `apt-get download busybox-static`.
-packages=(libseccomp-dev umoci procps util-linux iproute2 uidmap passwd tar gzip dpkg containerd podman docker.io skopeo)
+packages=(libseccomp-dev umoci procps util-linux iproute2 uidmap passwd btrfs-progs zstd tar gzip dpkg containerd podman docker.io skopeo)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

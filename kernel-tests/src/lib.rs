@@ -7,5 +7,7 @@
 pub mod docker_seccomp;
 pub mod fixtures;
 pub mod harness;
+pub mod layers;
+pub mod scratch_fs;
 pub mod test_netns;
 pub mod test_user;

@@ -1,0 +1,204 @@
+//! The backends: vfs (whole copies), overlay2 (one upper directory per snapshot, lowers
+//! stacked), btrfs (subvolumes and snapshots). Each is opened on a root directory and used
+//! through [`Snapshotter`].
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::btrfs_ioctl;
+use crate::error::{Context, Error, Result};
+use crate::fsutil;
+use crate::mount::OVERLAY_MAX_LAYERS;
+use crate::snapshot::{Kind, Mount, Snapshotter, Whiteouts};
+use crate::store::{Backend, Store};
+
+fn bind(source: PathBuf, read_only: bool) -> Mount {
+    Mount {
+        typ: "bind".into(),
+        source,
+        options: vec!["rbind".into(), if read_only { "ro" } else { "rw" }.into()],
+    }
+}
+
+fn make_dir(dir: &Path) -> Result<()> {
+    fs::create_dir(dir).at("mkdir", dir)
+}
+
+/// Full copies: works on any filesystem; the reference the other drivers are tested against.
+pub struct Vfs;
+
+impl Vfs {
+    pub fn open(root: &Path) -> Result<impl Snapshotter + use<>> {
+        Store::open(root, Vfs)
+    }
+}
+
+impl Backend for Vfs {
+    fn name(&self) -> &'static str {
+        "vfs"
+    }
+
+    fn create(&self, dir: &Path, parent: Option<&Path>, kind: Kind) -> Result<()> {
+        make_dir(dir)?;
+        let result = match (parent, kind) {
+            // A view reads its parent's tree in place.
+            (Some(p), Kind::Active) => fsutil::copy_tree(&p.join("fs"), &dir.join("fs")),
+            _ => make_dir(&dir.join("fs")),
+        };
+        if result.is_err() {
+            let _ = fsutil::remove_tree(dir);
+        }
+        result
+    }
+
+    fn mounts(&self, dir: &Path, kind: Kind, parents: &[PathBuf]) -> Vec<Mount> {
+        match (kind, parents.first()) {
+            (Kind::View, Some(p)) => vec![bind(p.join("fs"), true)],
+            _ => vec![bind(dir.join("fs"), kind == Kind::View)],
+        }
+    }
+
+    fn remove(&self, dir: &Path) -> Result<()> {
+        fsutil::remove_tree(dir)
+    }
+
+    fn whiteouts(&self) -> Whiteouts {
+        Whiteouts::Delete
+    }
+}
+
+/// overlayfs: a snapshot is its upper directory; lowers are its ancestors' uppers.
+pub struct Overlay;
+
+impl Overlay {
+    pub fn open(root: &Path) -> Result<impl Snapshotter + use<>> {
+        let filesystems = fs::read_to_string("/proc/filesystems").unwrap_or_default();
+        if !filesystems
+            .lines()
+            .any(|l| l.trim_end().ends_with("\toverlay"))
+        {
+            return Err(Error::Unsupported(
+                "overlay2 needs overlayfs (modprobe overlay)".into(),
+            ));
+        }
+        Store::open(root, Overlay)
+    }
+}
+
+impl Backend for Overlay {
+    fn name(&self) -> &'static str {
+        "overlay2"
+    }
+
+    fn create(&self, dir: &Path, _parent: Option<&Path>, kind: Kind) -> Result<()> {
+        make_dir(dir)?;
+        make_dir(&dir.join("fs"))?;
+        if kind == Kind::Active {
+            make_dir(&dir.join("work"))?;
+        }
+        Ok(())
+    }
+
+    fn mounts(&self, dir: &Path, kind: Kind, parents: &[PathBuf]) -> Vec<Mount> {
+        let lowers = || {
+            parents
+                .iter()
+                .map(|p| p.join("fs").to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join(":")
+        };
+        match (kind, parents.len()) {
+            (Kind::Active, 0) => vec![bind(dir.join("fs"), false)],
+            (Kind::View, 0) => vec![bind(dir.join("fs"), true)],
+            (Kind::View, 1) => vec![bind(parents[0].join("fs"), true)],
+            (Kind::View, _) => vec![Mount {
+                typ: "overlay".into(),
+                source: "overlay".into(),
+                options: vec![format!("lowerdir={}", lowers()), "ro".into()],
+            }],
+            _ => vec![Mount {
+                typ: "overlay".into(),
+                source: "overlay".into(),
+                options: vec![
+                    format!("lowerdir={}", lowers()),
+                    format!("upperdir={}", dir.join("fs").display()),
+                    format!("workdir={}", dir.join("work").display()),
+                    // No inode index: layers are shared between many overlays, and the index
+                    // would tie each lower to the first upper that copied it up.
+                    "index=off".into(),
+                ],
+            }],
+        }
+    }
+
+    fn remove(&self, dir: &Path) -> Result<()> {
+        fsutil::remove_tree(dir)
+    }
+
+    fn whiteouts(&self) -> Whiteouts {
+        Whiteouts::Overlay
+    }
+
+    fn max_parents(&self) -> Option<usize> {
+        Some(OVERLAY_MAX_LAYERS)
+    }
+}
+
+/// btrfs: a snapshot's tree is a subvolume; a child is a snapshot of its parent's subvolume
+/// (copy-on-write, constant time); committing makes the subvolume read-only.
+pub struct Btrfs;
+
+impl Btrfs {
+    pub fn open(root: &Path) -> Result<impl Snapshotter + use<>> {
+        fs::create_dir_all(root).at("create", root)?;
+        let st = rustix::fs::statfs(root).at("statfs", root)?;
+        if st.f_type as i64 != btrfs_ioctl::BTRFS_SUPER_MAGIC {
+            return Err(Error::Unsupported(format!(
+                "{} is not on btrfs",
+                root.display()
+            )));
+        }
+        Store::open(root, Btrfs)
+    }
+}
+
+impl Backend for Btrfs {
+    fn name(&self) -> &'static str {
+        "btrfs"
+    }
+
+    fn create(&self, dir: &Path, parent: Option<&Path>, kind: Kind) -> Result<()> {
+        make_dir(dir)?;
+        let result = match (parent, kind) {
+            (Some(p), Kind::Active) => btrfs_ioctl::snapshot(&p.join("fs"), dir, "fs", false),
+            _ => btrfs_ioctl::create_subvolume(dir, "fs"),
+        };
+        if result.is_err() {
+            let _ = fs::remove_dir(dir);
+        }
+        result
+    }
+
+    fn mounts(&self, dir: &Path, kind: Kind, parents: &[PathBuf]) -> Vec<Mount> {
+        match (kind, parents.first()) {
+            (Kind::View, Some(p)) => vec![bind(p.join("fs"), true)],
+            _ => vec![bind(dir.join("fs"), kind == Kind::View)],
+        }
+    }
+
+    fn commit(&self, dir: &Path) -> Result<()> {
+        btrfs_ioctl::set_read_only(&dir.join("fs"), true)
+    }
+
+    fn remove(&self, dir: &Path) -> Result<()> {
+        let fs_dir = dir.join("fs");
+        if fs_dir.exists() {
+            btrfs_ioctl::delete_subvolume(dir, "fs")?;
+        }
+        fsutil::remove_tree(dir)
+    }
+
+    fn whiteouts(&self) -> Whiteouts {
+        Whiteouts::Delete
+    }
+}

@@ -1,0 +1,217 @@
+//! The snapshotter contract on every driver (keys, parents, kinds, errors, walk order, usage,
+//! crash cleanup), overlay's depth (128 and 500 layers mount, 501 is a clear error) and
+//! btrfs's read-only commits.
+
+use std::fs;
+use std::path::Path;
+
+use berth_kernel_tests::scratch_fs::ScratchFs;
+use berth_storage::{Btrfs, EXTRACT_PREFIX, Error, Kind, Labels, Overlay, Snapshotter, Vfs, mount};
+
+fn with_each_driver(f: impl Fn(&dyn Snapshotter, &Path)) {
+    let vfs = tempfile::tempdir().unwrap();
+    f(&Vfs::open(vfs.path()).unwrap(), vfs.path());
+    let overlay = tempfile::tempdir().unwrap();
+    f(&Overlay::open(overlay.path()).unwrap(), overlay.path());
+    let fs = ScratchFs::btrfs(256);
+    let btrfs = fs.path().join("root");
+    f(&Btrfs::open(&btrfs).unwrap(), &btrfs);
+}
+
+/// A committed layer holding `files` (name → content), on `parent`.
+fn layer(s: &dyn Snapshotter, name: &str, parent: Option<&str>, files: &[(&str, &str)]) {
+    let key = format!("{EXTRACT_PREFIX}{name}");
+    s.prepare(&key, parent, Labels::new()).unwrap();
+    let dir = s.apply_target(&key).unwrap().dir;
+    for (f, content) in files {
+        fs::write(dir.join(f), content).unwrap();
+    }
+    s.commit(name, &key, Labels::new()).unwrap();
+}
+
+#[test]
+fn the_snapshotter_contract() {
+    with_each_driver(|s, _| {
+        let d = s.driver();
+        layer(s, "base", None, &[("a", "1")]);
+        layer(s, "mid", Some("base"), &[("b", "2")]);
+        // Keys are unique, parents must exist and be committed.
+        assert!(
+            matches!(
+                s.prepare("base", None, Labels::new()),
+                Err(Error::Exists(_))
+            ),
+            "{d}"
+        );
+        assert!(
+            matches!(
+                s.prepare("x", Some("nope"), Labels::new()),
+                Err(Error::NotFound(_))
+            ),
+            "{d}"
+        );
+        s.prepare("ctr", Some("mid"), Labels::new()).unwrap();
+        assert!(
+            s.prepare("y", Some("ctr"), Labels::new()).is_err(),
+            "{d}: parent not committed"
+        );
+        assert!(
+            s.commit("z", "base", Labels::new()).is_err(),
+            "{d}: commit of a committed one"
+        );
+        // A parent with children stays.
+        assert!(s.remove("mid").is_err(), "{d}");
+
+        // The container sees both layers and writes its own.
+        let root = tempfile::tempdir().unwrap();
+        mount::mount(&s.mounts("ctr").unwrap(), root.path()).unwrap();
+        assert_eq!(
+            fs::read_to_string(root.path().join("a")).unwrap(),
+            "1",
+            "{d}"
+        );
+        assert_eq!(
+            fs::read_to_string(root.path().join("b")).unwrap(),
+            "2",
+            "{d}"
+        );
+        fs::write(root.path().join("c"), vec![0u8; 64 * 1024]).unwrap();
+        mount::unmount(root.path()).unwrap();
+        let usage = s.usage("ctr").unwrap();
+        assert!(
+            usage.size >= 64 * 1024 && usage.inodes >= 2,
+            "{d}: {usage:?}"
+        );
+
+        // Labels and kinds come back; walk gives parents first.
+        let mut labels = Labels::new();
+        labels.insert("containerd.io/gc.root".into(), "x".into());
+        s.commit("top", "ctr", labels.clone()).unwrap();
+        let info = s.stat("top").unwrap();
+        assert_eq!(
+            (info.kind, info.parent.as_deref(), info.labels),
+            (Kind::Committed, Some("mid"), labels)
+        );
+        let mut order = Vec::new();
+        s.walk(&mut |i| {
+            order.push(i.key.clone());
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(order, ["base", "mid", "top"], "{d}");
+
+        // A view is read-only.
+        let view = tempfile::tempdir().unwrap();
+        mount::mount(
+            &s.view("v", Some("top"), Labels::new()).unwrap(),
+            view.path(),
+        )
+        .unwrap();
+        assert!(view.path().join("c").exists(), "{d}");
+        let e = fs::write(view.path().join("d"), "x").unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EROFS), "{d}");
+        mount::unmount(view.path()).unwrap();
+
+        for k in ["v", "top", "mid", "base"] {
+            s.remove(k).unwrap();
+        }
+        assert!(matches!(s.stat("base"), Err(Error::NotFound(_))));
+    });
+}
+
+#[test]
+fn cleanup_removes_what_a_crash_left() {
+    with_each_driver(|s, root| {
+        layer(s, "base", None, &[("a", "1")]);
+        // An apply that never finished, and a directory no record names.
+        s.prepare(
+            &format!("{EXTRACT_PREFIX}half"),
+            Some("base"),
+            Labels::new(),
+        )
+        .unwrap();
+        fs::create_dir(root.join("snapshots/999")).unwrap();
+        fs::write(root.join("snapshots/999/junk"), "x").unwrap();
+        s.cleanup().unwrap();
+        let mut keys = Vec::new();
+        s.walk(&mut |i| {
+            keys.push(i.key.clone());
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(keys, ["base"], "{}", s.driver());
+        let dirs = fs::read_dir(root.join("snapshots")).unwrap().count();
+        assert_eq!(dirs, 1, "{}", s.driver());
+    });
+}
+
+#[test]
+fn overlay_mounts_128_and_500_layers_and_refuses_501() {
+    let root = tempfile::tempdir().unwrap();
+    let s = Overlay::open(root.path()).unwrap();
+    let mut parent: Option<String> = None;
+    for i in 0..501 {
+        let name = format!("l{i}");
+        let content = i.to_string();
+        let file = format!("f{i}");
+        layer(
+            &s,
+            &name,
+            parent.as_deref(),
+            &[(file.as_str(), content.as_str())],
+        );
+        parent = Some(name);
+        if i + 1 == 128 || i + 1 == 500 {
+            let c = tempfile::tempdir().unwrap();
+            let key = format!("ctr{}", i + 1);
+            mount::mount(
+                &s.prepare(&key, parent.as_deref(), Labels::new()).unwrap(),
+                c.path(),
+            )
+            .unwrap_or_else(|e| panic!("{} layers: {e}", i + 1));
+            assert_eq!(fs::read_to_string(c.path().join("f0")).unwrap(), "0");
+            assert_eq!(
+                fs::read_to_string(c.path().join(format!("f{i}"))).unwrap(),
+                i.to_string()
+            );
+            mount::unmount(c.path()).unwrap();
+        }
+    }
+    // 501 layers below a container: refused when it is prepared, with the limit in the error.
+    let e = s
+        .prepare("ctr501", Some("l500"), Labels::new())
+        .unwrap_err();
+    assert!(e.to_string().contains("at most 500 layers"), "{e}");
+}
+
+#[test]
+fn btrfs_commits_are_read_only_subvolumes() {
+    let fs = ScratchFs::btrfs(256);
+    let s = Btrfs::open(&fs.path().join("root")).unwrap();
+    layer(&s, "base", None, &[("a", "1")]);
+    let dir = fs.path().join("root/snapshots");
+    let base_dir = fs::read_dir(&dir)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path()
+        .join("fs");
+    let e = fs::write(base_dir.join("b"), "x").unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EROFS));
+    // A child is a writable snapshot sharing the parent's extents.
+    s.prepare("ctr", Some("base"), Labels::new()).unwrap();
+    let ctr = s.apply_target("ctr").unwrap().dir;
+    assert_eq!(fs::read_to_string(ctr.join("a")).unwrap(), "1");
+    fs::write(ctr.join("b"), "2").unwrap();
+    s.remove("ctr").unwrap();
+    s.remove("base").unwrap();
+    assert_eq!(fs::read_dir(&dir).unwrap().count(), 0);
+}
+
+#[test]
+fn drivers_refuse_filesystems_they_cannot_use() {
+    let not_btrfs = tempfile::tempdir().unwrap();
+    let e = Btrfs::open(not_btrfs.path()).err().expect("btrfs on ext4");
+    assert!(e.to_string().contains("is not on btrfs"), "{e}");
+}
