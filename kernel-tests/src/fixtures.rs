@@ -307,3 +307,63 @@ pub fn verify_oci_layout(layout: &Path) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// A Debian minbase root filesystem as one layer, for the storage benchmarks (not the tests:
+/// debootstrap downloads ~40 MB from the Debian mirror).
+pub struct MinbaseLayer {
+    pub tar: PathBuf,
+    pub gzip: PathBuf,
+    pub zstd: PathBuf,
+}
+
+/// Builds (once, cached under target/fixtures/minbase) a `debootstrap --variant=minbase
+/// bookworm` tree and its layer: uncompressed, gzip and zstd.
+pub fn minbase_layer() -> io::Result<MinbaseLayer> {
+    let dir = target_dir().join("fixtures");
+    fs::create_dir_all(&dir)?;
+    let lock = fs::File::create(dir.join(".lock-minbase"))?;
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)?;
+    let out = dir.join("minbase");
+    let layer = MinbaseLayer {
+        tar: out.join("layer.tar"),
+        gzip: out.join("layer.tar.gz"),
+        zstd: out.join("layer.tar.zst"),
+    };
+    let stamp = out.join(format!(".berth-fixture-v{FIXTURE_VERSION}"));
+    if stamp.exists() {
+        return Ok(layer);
+    }
+    assemble(&out, |tmp| {
+        let rootfs = tmp.join("rootfs");
+        run(Command::new("debootstrap")
+            .args(["--variant=minbase", "bookworm"])
+            .arg(&rootfs)
+            .arg("http://deb.debian.org/debian"))?;
+        let tar_path = tmp.join("layer.tar");
+        let mut tar = io::BufWriter::new(fs::File::create(&tar_path)?);
+        berth_storage::layer::diff(
+            &berth_storage::Changes::Compare {
+                lower: None,
+                upper: rootfs.clone(),
+            },
+            &mut tar,
+        )
+        .map_err(|e| err(format!("layer of the minbase tree: {e}")))?;
+        tar.flush()?;
+        drop(tar);
+        let data = fs::read(&tar_path)?;
+        let mut gz = flate2::write::GzEncoder::new(
+            fs::File::create(tmp.join("layer.tar.gz"))?,
+            flate2::Compression::default(),
+        );
+        gz.write_all(&data)?;
+        gz.finish()?;
+        let zst = fs::File::create(tmp.join("layer.tar.zst"))?;
+        zstd::stream::copy_encode(data.as_slice(), zst, 3)?;
+        // The tree itself is not needed any more.
+        run(Command::new("rm").arg("-rf").arg(&rootfs))?;
+        Ok(())
+    })?;
+    fs::write(&stamp, b"")?;
+    Ok(layer)
+}

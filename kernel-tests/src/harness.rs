@@ -30,6 +30,22 @@ pub fn runtime_binary() -> PathBuf {
     bin
 }
 
+/// A binary of the workspace built beside the test executable (target/<profile>/NAME).
+pub fn workspace_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps/<test>")
+        .join(name);
+    assert!(
+        bin.exists(),
+        "{} is missing: cargo build --workspace --bins",
+        bin.display()
+    );
+    bin
+}
+
 /// A name no other test (or test run) uses at the same time.
 pub fn unique(prefix: &str) -> String {
     static N: AtomicUsize = AtomicUsize::new(0);

@@ -719,3 +719,64 @@ mod round_trip {
         }
     }
 }
+
+#[test]
+fn a_process_killed_mid_apply_leaves_nothing_after_cleanup() {
+    let bin = berth_kernel_tests::harness::workspace_binary("berth-layer");
+    let root = tempfile::tempdir().unwrap();
+    let mut t = LayerTar::new();
+    for i in 0..200 {
+        t.file(&format!("f{i}"), &vec![i as u8; 64 * 1024]);
+    }
+    let tar = t.finish();
+    let mut child = std::process::Command::new(&bin)
+        .args(["apply", "vfs"])
+        .arg(root.path())
+        .arg("layer")
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Half the layer, then the process dies while waiting for the rest.
+    let mut stdin = child.stdin.take().unwrap();
+    use std::io::Write as _;
+    stdin.write_all(&tar[..tar.len() / 2]).unwrap();
+    stdin.flush().unwrap();
+    let scratch_exists = || {
+        fs::read_to_string(root.path().join("metadata.json"))
+            .is_ok_and(|m| m.contains(berth_storage::EXTRACT_PREFIX))
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !scratch_exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the apply never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    drop(stdin);
+
+    let s = Vfs::open(root.path()).unwrap();
+    assert!(
+        !no_snapshots(&s).is_empty(),
+        "the killed apply left its scratch snapshot"
+    );
+    s.cleanup().unwrap();
+    assert!(no_snapshots(&s).is_empty());
+    assert_eq!(
+        fs::read_dir(root.path().join("snapshots")).unwrap().count(),
+        0
+    );
+    // And the layer applies afterwards.
+    layer::apply_layer(
+        &s,
+        "layer",
+        None,
+        tar.as_slice(),
+        &ApplyOptions::default(),
+        Labels::new(),
+    )
+    .unwrap();
+}

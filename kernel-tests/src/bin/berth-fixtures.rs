@@ -1,8 +1,19 @@
-//! Builds the test fixtures (idempotent): `berth-fixtures [DIR]`, default target/fixtures.
+//! Builds the test fixtures (idempotent): `berth-fixtures [DIR]`, default target/fixtures;
+//! `berth-fixtures --minbase` builds the Debian minbase layer the storage benches apply.
 
 use std::path::PathBuf;
 
 fn main() {
+    if std::env::args().nth(1).as_deref() == Some("--minbase") {
+        match berth_kernel_tests::fixtures::minbase_layer() {
+            Ok(l) => println!("minbase layer: {} (+ .gz, .zst)", l.tar.display()),
+            Err(e) => {
+                eprintln!("berth-fixtures: {e}");
+                std::process::exit(1);
+            }
+        }
+        return;
+    }
     let dir = std::env::args_os()
         .nth(1)
         .map(PathBuf::from)

@@ -1,0 +1,62 @@
+//! `berth-layer`: layer apply and diff from the command line, for tests that need a process to
+//! kill mid-apply and for whole-command benchmarks beside `tar -x` and `umoci`.
+//!
+//!   berth-layer apply DRIVER ROOT NAME [PARENT] < LAYER     (prints the digest and diff_id)
+//!   berth-layer cleanup DRIVER ROOT
+//!
+//! DRIVER is vfs, overlay2 or btrfs.
+
+use std::io::Write;
+use std::path::Path;
+
+use berth_storage::layer::{self, ApplyOptions};
+use berth_storage::{Btrfs, Labels, Overlay, Snapshotter, Vfs};
+
+fn open(driver: &str, root: &Path) -> berth_storage::Result<Box<dyn Snapshotter>> {
+    Ok(match driver {
+        "vfs" => Box::new(Vfs::open(root)?),
+        "overlay2" => Box::new(Overlay::open(root)?),
+        "btrfs" => Box::new(Btrfs::open(root)?),
+        other => {
+            eprintln!("berth-layer: unknown driver {other:?} (vfs, overlay2, btrfs)");
+            std::process::exit(2);
+        }
+    })
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        ["apply", driver, root, name, rest @ ..] if rest.len() <= 1 => {
+            open(driver, Path::new(root)).and_then(|s| {
+                let stdin = std::io::stdin().lock();
+                let applied = layer::apply_layer(
+                    s.as_ref(),
+                    name,
+                    rest.first().copied(),
+                    stdin,
+                    &ApplyOptions::default(),
+                    Labels::new(),
+                )?;
+                let _ = writeln!(std::io::stdout(), "{} {}", applied.digest, applied.diff_id);
+                Ok(())
+            })
+        }
+        ["cleanup", driver, root] => open(driver, Path::new(root)).and_then(|s| s.cleanup()),
+        _ => {
+            eprintln!(
+                "usage: berth-layer apply DRIVER ROOT NAME [PARENT] < LAYER | cleanup DRIVER ROOT"
+            );
+            std::process::exit(2);
+        }
+    };
+    if let Err(e) = result {
+        eprintln!("berth-layer: {e}");
+        std::process::exit(1);
+    }
+}
