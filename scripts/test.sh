@@ -33,4 +33,8 @@ cargo build --workspace --bins --quiet
 "target/$(rustc -vV | sed -n 's/^host: //p')/debug/berth-fixtures"
 # Each security regression test must also fail against a build without its defence.
 bash kernel-tests/weakened/run.sh
+
+# The layer fuzz target builds and runs (a short smoke run; fuzz longer by hand).
+command -v cargo-fuzz >/dev/null || cargo install --quiet --locked cargo-fuzz
+(cd drivers/storage && cargo +nightly fuzz run apply -- -runs=20000 -max_total_time=30 2>&1 | tail -n 3)
 cargo test --workspace 2>&1

@@ -34,7 +34,7 @@ fn main() {
     {
         ["apply", driver, root, name, rest @ ..] if rest.len() <= 1 => {
             open(driver, Path::new(root)).and_then(|s| {
-                let stdin = std::io::stdin().lock();
+                let stdin = std::io::stdin();
                 let applied = layer::apply_layer(
                     s.as_ref(),
                     name,

@@ -11,6 +11,7 @@ mod diff;
 mod reader;
 
 use std::io::{self, BufReader, Read};
+use std::sync::mpsc;
 
 pub use apply::{ApplyOptions, DevicePolicy};
 pub use diff::diff;
@@ -34,31 +35,59 @@ pub struct Applied {
 /// directory of `target`. Reads the stream to its end, so the digest covers every byte; a
 /// digest mismatch is an error after the fact, so apply into a snapshot you can throw away
 /// (see [`apply_layer`]).
-pub fn apply(target: &ApplyTarget, input: impl Read, opts: &ApplyOptions) -> Result<Applied> {
-    let mut blob = reader::DigestReader::new(input);
-    let (compression, diff_id, entries) = {
-        let (compression, tar_stream) =
-            reader::decompress(BufReader::with_capacity(256 * 1024, &mut blob))?;
-        let mut tar_stream = reader::DigestReader::new(tar_stream);
-        let entries = {
-            let mut archive = tar::Archive::new(&mut tar_stream);
-            let mut entries = reader::TarEntries::new(&mut archive)?;
-            let mut writer = apply::Writer::open(&target.dir, target.whiteouts, opts)?;
-            let mut n = 0u64;
-            while let Some((meta, mut data)) = entries.next_entry()? {
-                writer.entry(&meta, &mut data)?;
-                n += 1;
-            }
-            writer.finish()?;
-            n
+///
+/// Reading, hashing and decompressing run on a thread of their own, feeding the thread that
+/// creates the files: the two overlap (on two cores a gzip layer applies in about the time the
+/// file creation alone takes).
+pub fn apply(
+    target: &ApplyTarget,
+    input: impl Read + Send,
+    opts: &ApplyOptions,
+) -> Result<Applied> {
+    let mut writer = apply::Writer::open(&target.dir, target.whiteouts, opts)?;
+    let (stream_result, produced) = std::thread::scope(|scope| {
+        let (tx, rx) = mpsc::sync_channel(16);
+        let producer = scope.spawn(move || produce(input, tx));
+        let mut stream = ChannelReader {
+            rx,
+            chunk: Vec::new(),
+            pos: 0,
         };
-        // The end-of-archive blocks and padding count for the digests.
-        io::copy(&mut tar_stream, &mut io::sink())
-            .map_err(|e| Error::Layer(format!("read: {e}")))?;
-        (compression, tar_stream.digest(), entries)
+        let result = (|| {
+            let mut n = 0u64;
+            {
+                let mut archive = tar::Archive::new(&mut stream);
+                let mut entries = reader::TarEntries::new(&mut archive)?;
+                while let Some((meta, mut data)) = entries.next_entry()? {
+                    writer.entry(&meta, &mut data)?;
+                    n += 1;
+                }
+            }
+            // The end-of-archive blocks and padding count for the digests.
+            io::copy(&mut stream, &mut io::sink())
+                .map_err(|e| Error::Layer(format!("read: {e}")))?;
+            Ok::<u64, Error>(n)
+        })();
+        // On an error the producer finds the channel closed and stops.
+        drop(stream);
+        let produced = producer
+            .join()
+            .unwrap_or_else(|_| Err(Error::Layer("the layer reader thread panicked".into())));
+        (result, produced)
+    });
+    // A read or decompression error explains a parse error better than the parse error does;
+    // a producer stopped by the writer's own error has nothing to add.
+    let (compression, digest, diff_id) = match (produced, stream_result.as_ref()) {
+        (Ok(Some(p)), _) => p,
+        (Ok(None), _) => {
+            return Err(stream_result
+                .err()
+                .unwrap_or_else(|| Error::Layer("the layer reader stopped early".into())));
+        }
+        (Err(e), _) => return Err(e),
     };
-    io::copy(&mut blob, &mut io::sink()).map_err(|e| Error::Layer(format!("read: {e}")))?;
-    let digest = blob.digest();
+    let entries = stream_result?;
+    writer.finish()?;
     if let Some(expected) = &opts.digest {
         if expected != &digest {
             return Err(Error::Digest {
@@ -75,6 +104,77 @@ pub fn apply(target: &ApplyTarget, input: impl Read, opts: &ApplyOptions) -> Res
     })
 }
 
+const CHUNK: usize = 256 * 1024;
+
+/// Reads, hashes and decompresses the blob, sending the tar stream in chunks. Returns the
+/// compression, the blob's digest and the tar's digest (the same hash when uncompressed).
+/// `Ok(None)`: the writer hung up first (it failed, and says why).
+fn produce(
+    input: impl Read,
+    tx: mpsc::SyncSender<io::Result<Vec<u8>>>,
+) -> Result<Option<(Compression, String, String)>> {
+    let mut blob = reader::DigestReader::new(input);
+    let fail = |tx: &mpsc::SyncSender<io::Result<Vec<u8>>>, e: Error| {
+        let _ = tx.send(Err(io::Error::other(e.to_string())));
+        e
+    };
+    let (compression, tar_stream) =
+        reader::decompress(BufReader::with_capacity(CHUNK, &mut blob)).map_err(|e| fail(&tx, e))?;
+    let compressed = compression != Compression::None;
+    let mut tar_stream = reader::DigestReader::with_hashing(tar_stream, compressed);
+    loop {
+        let mut chunk = vec![0u8; CHUNK];
+        let n = match tar_stream.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(fail(&tx, Error::Layer(format!("read: {e}")))),
+        };
+        chunk.truncate(n);
+        if tx.send(Ok(chunk)).is_err() {
+            return Ok(None);
+        }
+    }
+    let diff_id = compressed.then(|| tar_stream.digest());
+    drop(tar_stream);
+    // Bytes after the compressed stream still count for the blob's digest.
+    io::copy(&mut blob, &mut io::sink())
+        .map_err(|e| fail(&tx, Error::Layer(format!("read: {e}"))))?;
+    let digest = blob.digest();
+    Ok(Some((
+        compression,
+        digest.clone(),
+        diff_id.unwrap_or(digest),
+    )))
+}
+
+/// The tar stream as it arrives from the producer thread.
+struct ChannelReader {
+    rx: mpsc::Receiver<io::Result<Vec<u8>>>,
+    chunk: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.chunk.len() {
+            match self.rx.recv() {
+                Ok(Ok(chunk)) => {
+                    self.chunk = chunk;
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => return Err(e),
+                // The producer is done: end of stream.
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.chunk.len() - self.pos);
+        buf[..n].copy_from_slice(&self.chunk[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
 /// Applies a layer as the committed snapshot `name` on `parent`: into a scratch snapshot
 /// (`extract-…`, which `cleanup` removes after a crash) that is committed only when the whole
 /// layer is in and its digest matched, and removed on any error. No half-applied layer is ever
@@ -83,7 +183,7 @@ pub fn apply_layer(
     snapshotter: &dyn Snapshotter,
     name: &str,
     parent: Option<&str>,
-    input: impl Read,
+    input: impl Read + Send,
     opts: &ApplyOptions,
     labels: Labels,
 ) -> Result<Applied> {

@@ -18,22 +18,27 @@ pub const MAX_PATH: usize = 4096;
 /// Hashes everything read through it.
 pub(crate) struct DigestReader<R> {
     inner: R,
-    hasher: Sha256,
+    hasher: Option<Sha256>,
     pub bytes: u64,
 }
 
 impl<R: Read> DigestReader<R> {
     pub fn new(inner: R) -> Self {
+        Self::with_hashing(inner, true)
+    }
+
+    /// Counts only, without `hash` (when another reader already hashes the same bytes).
+    pub fn with_hashing(inner: R, hash: bool) -> Self {
         DigestReader {
             inner,
-            hasher: Sha256::new(),
+            hasher: hash.then(Sha256::new),
             bytes: 0,
         }
     }
 
     /// `sha256:<hex>` of what was read.
     pub fn digest(&self) -> String {
-        let d = self.hasher.clone().finalize();
+        let d = self.hasher.clone().unwrap_or_default().finalize();
         let mut s = String::with_capacity(7 + 64);
         s.push_str("sha256:");
         for b in d {
@@ -46,7 +51,9 @@ impl<R: Read> DigestReader<R> {
 impl<R: Read> Read for DigestReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
+        if let Some(h) = &mut self.hasher {
+            h.update(&buf[..n]);
+        }
         self.bytes += n as u64;
         Ok(n)
     }
