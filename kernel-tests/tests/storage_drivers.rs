@@ -215,3 +215,35 @@ fn drivers_refuse_filesystems_they_cannot_use() {
     let e = Btrfs::open(not_btrfs.path()).err().expect("btrfs on ext4");
     assert!(e.to_string().contains("is not on btrfs"), "{e}");
 }
+
+#[test]
+fn size_limits_are_btrfs_qgroups_and_refused_elsewhere() {
+    let fs = ScratchFs::btrfs(256);
+    let s = Btrfs::open(&fs.path().join("root")).unwrap();
+    layer(&s, "base", None, &[("a", "1")]);
+    let mut labels = Labels::new();
+    labels.insert(
+        berth_storage::SIZE_LIMIT_LABEL.into(),
+        (8u64 << 20).to_string(),
+    );
+    s.prepare("ctr", Some("base"), labels.clone()).unwrap();
+    let dir = s.apply_target("ctr").unwrap().dir;
+    fs::write(dir.join("small"), vec![1u8; 1 << 20]).unwrap();
+    let big = (|| {
+        use std::io::Write;
+        let mut f = fs::File::create(dir.join("big"))?;
+        for _ in 0..32 {
+            f.write_all(&[2u8; 1 << 20])?;
+        }
+        f.sync_all()
+    })();
+    let e = big.expect_err("32 MiB into an 8 MiB limit");
+    assert_eq!(e.raw_os_error(), Some(libc::EDQUOT), "{e}");
+    s.remove("ctr").unwrap();
+
+    let root = tempfile::tempdir().unwrap();
+    let o = Overlay::open(root.path()).unwrap();
+    let e = o.prepare("ctr", None, labels).unwrap_err();
+    assert!(e.to_string().contains("need the btrfs driver"), "{e}");
+    assert!(o.stat("ctr").is_err(), "a refused snapshot has no record");
+}

@@ -40,6 +40,44 @@ const fn ior(nr: u32, size: usize) -> libc::c_ulong {
     ((2u32 << 30) | ((size as u32) << 16) | (BTRFS_IOCTL_MAGIC << 8) | nr) as libc::c_ulong
 }
 
+/// struct btrfs_ioctl_ino_lookup_args
+#[repr(C)]
+struct InoLookupArgs {
+    treeid: u64,
+    objectid: u64,
+    name: [u8; 4080],
+}
+
+/// struct btrfs_ioctl_quota_ctl_args
+#[repr(C)]
+struct QuotaCtlArgs {
+    cmd: u64,
+    status: u64,
+}
+
+/// struct btrfs_ioctl_qgroup_limit_args
+#[repr(C)]
+struct QgroupLimitArgs {
+    qgroupid: u64,
+    flags: u64,
+    max_rfer: u64,
+    max_excl: u64,
+    rsv_rfer: u64,
+    rsv_excl: u64,
+}
+
+const fn iowr(nr: u32, size: usize) -> libc::c_ulong {
+    ((3u32 << 30) | ((size as u32) << 16) | (BTRFS_IOCTL_MAGIC << 8) | nr) as libc::c_ulong
+}
+
+const INO_LOOKUP: libc::c_ulong = iowr(18, std::mem::size_of::<InoLookupArgs>());
+const QUOTA_CTL: libc::c_ulong = iowr(40, std::mem::size_of::<QuotaCtlArgs>());
+// Declared _IOR in linux/btrfs.h, though the kernel reads it.
+const QGROUP_LIMIT: libc::c_ulong = ior(43, std::mem::size_of::<QgroupLimitArgs>());
+const BTRFS_FIRST_FREE_OBJECTID: u64 = 256;
+const BTRFS_QUOTA_CTL_ENABLE: u64 = 1;
+const BTRFS_QGROUP_LIMIT_MAX_RFER: u64 = 1;
+
 const SNAP_DESTROY: libc::c_ulong = iow(15, std::mem::size_of::<VolArgs>());
 const SUBVOL_CREATE: libc::c_ulong = iow(14, std::mem::size_of::<VolArgs>());
 const SNAP_CREATE_V2: libc::c_ulong = iow(23, std::mem::size_of::<VolArgsV2>());
@@ -121,6 +159,44 @@ pub(crate) fn set_read_only(path: &Path, read_only: bool) -> Result<()> {
         .at("BTRFS_IOC_SUBVOL_SETFLAGS", path)
 }
 
+/// The id of the subvolume at `path`.
+fn subvolume_id(subvol: &fs::File, path: &Path) -> Result<u64> {
+    let mut args = InoLookupArgs {
+        treeid: 0,
+        objectid: BTRFS_FIRST_FREE_OBJECTID,
+        name: [0; 4080],
+    };
+    ioctl(subvol, INO_LOOKUP, (&mut args as *mut InoLookupArgs).cast())
+        .at("BTRFS_IOC_INO_LOOKUP", path)?;
+    Ok(args.treeid)
+}
+
+/// Limits what the subvolume at `path` may reference to `bytes` (quota enabled on the
+/// filesystem first: qgroups cost on every write, so only when a limit is asked for).
+pub(crate) fn limit_size(path: &Path, bytes: u64) -> Result<()> {
+    let subvol = fs::File::open(path).at("open", path)?;
+    let mut ctl = QuotaCtlArgs {
+        cmd: BTRFS_QUOTA_CTL_ENABLE,
+        status: 0,
+    };
+    ioctl(&subvol, QUOTA_CTL, (&mut ctl as *mut QuotaCtlArgs).cast())
+        .at("BTRFS_IOC_QUOTA_CTL (enable quota)", path)?;
+    let mut args = QgroupLimitArgs {
+        qgroupid: subvolume_id(&subvol, path)?,
+        flags: BTRFS_QGROUP_LIMIT_MAX_RFER,
+        max_rfer: bytes,
+        max_excl: 0,
+        rsv_rfer: 0,
+        rsv_excl: 0,
+    };
+    ioctl(
+        &subvol,
+        QGROUP_LIMIT,
+        (&mut args as *mut QgroupLimitArgs).cast(),
+    )
+    .at("BTRFS_IOC_QGROUP_LIMIT", path)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,5 +211,8 @@ mod tests {
         assert_eq!(SNAP_CREATE_V2, 0x5000_9417);
         assert_eq!(SUBVOL_GETFLAGS, 0x8008_9419);
         assert_eq!(SUBVOL_SETFLAGS, 0x4008_941a);
+        assert_eq!(INO_LOOKUP, 0xd000_9412);
+        assert_eq!(QUOTA_CTL, 0xc010_9428);
+        assert_eq!(QGROUP_LIMIT, 0x8030_942b);
     }
 }

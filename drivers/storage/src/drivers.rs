@@ -190,6 +190,10 @@ impl Backend for Btrfs {
         btrfs_ioctl::set_read_only(&dir.join("fs"), true)
     }
 
+    fn limit_size(&self, dir: &Path, bytes: u64) -> Result<()> {
+        btrfs_ioctl::limit_size(&dir.join("fs"), bytes)
+    }
+
     fn remove(&self, dir: &Path) -> Result<()> {
         let fs_dir = dir.join("fs");
         if fs_dir.exists() {

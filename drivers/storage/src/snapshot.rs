@@ -128,6 +128,10 @@ pub trait Snapshotter: Send + Sync {
     fn changes(&self, key: &str) -> Result<Changes>;
 }
 
+/// A label asking `prepare` to cap the snapshot's size, in bytes (btrfs: a qgroup limit on
+/// what the subvolume references). Drivers that cannot enforce one refuse the snapshot.
+pub const SIZE_LIMIT_LABEL: &str = "berth.io/size-limit";
+
 /// Active snapshots a layer is being applied into carry keys with this prefix until they are
 /// committed, so `cleanup` knows an interrupted apply from a container's root.
 pub const EXTRACT_PREFIX: &str = "extract-";

@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 use crate::error::{Context, Error, Result};
 use crate::metadata::{MetaStore, Record, now};
 use crate::snapshot::{
-    ApplyTarget, Changes, EXTRACT_PREFIX, Info, Kind, Labels, Mount, Snapshotter, Usage, Whiteouts,
+    ApplyTarget, Changes, EXTRACT_PREFIX, Info, Kind, Labels, Mount, SIZE_LIMIT_LABEL, Snapshotter,
+    Usage, Whiteouts,
 };
 
 /// What differs between drivers.
@@ -23,6 +24,14 @@ pub(crate) trait Backend: Send + Sync {
     /// holding what `parent` (a committed snapshot's directory) holds where the driver keeps
     /// whole trees.
     fn create(&self, dir: &Path, parent: Option<&Path>, kind: Kind) -> Result<()>;
+
+    /// Caps the space snapshot `dir` may use (label [`SIZE_LIMIT_LABEL`]).
+    fn limit_size(&self, _dir: &Path, _bytes: u64) -> Result<()> {
+        Err(Error::Unsupported(format!(
+            "{}: size limits ({SIZE_LIMIT_LABEL}) need the btrfs driver",
+            self.name()
+        )))
+    }
 
     /// Mounts of snapshot `dir`; `parents` are the directories of its ancestors, nearest first.
     fn mounts(&self, dir: &Path, kind: Kind, parents: &[PathBuf]) -> Vec<Mount>;
@@ -119,7 +128,22 @@ impl<B: Backend> Store<B> {
         if dir.exists() {
             self.backend.remove(&dir)?;
         }
+        let size_limit = labels
+            .get(SIZE_LIMIT_LABEL)
+            .map(|v| {
+                v.parse::<u64>().map_err(|_| Error::Invalid {
+                    key: key.to_string(),
+                    reason: format!("{SIZE_LIMIT_LABEL} {v:?} is not a number of bytes"),
+                })
+            })
+            .transpose()?;
         self.backend.create(&dir, parent_dir.as_deref(), kind)?;
+        if let Some(bytes) = size_limit {
+            if let Err(e) = self.backend.limit_size(&dir, bytes) {
+                let _ = self.backend.remove(&dir);
+                return Err(e);
+            }
+        }
         locked.records.snapshots.insert(
             key.to_string(),
             Record {
