@@ -14,10 +14,11 @@ fi
 # OCI fixture), procps (ps, for `berth-runtime ps`), util-linux (unshare), iproute2 (test
 # network namespaces), uidmap and passwd (newuidmap/newgidmap and useradd for the rootless test),
 # btrfs-progs (mkfs.btrfs for the btrfs driver's loop filesystem), zstd (compressed layers),
+# qemu-system-x86 (the VM harness: pure cgroup v2 and device-mapper under Debian's kernel),
 # tar/gzip/dpkg (fixture building), containerd, podman, docker.io and skopeo (engines that run
 # containers on berth-runtime in kernel-tests/tests/embedding.rs), and apt lists for
 # `apt-get download busybox-static`.
-packages=(libseccomp-dev umoci procps util-linux iproute2 uidmap passwd btrfs-progs zstd tar gzip dpkg containerd podman docker.io skopeo)
+packages=(libseccomp-dev umoci procps util-linux iproute2 uidmap passwd btrfs-progs zstd qemu-system-x86 tar gzip dpkg containerd podman docker.io skopeo)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -11,3 +11,4 @@ pub mod layers;
 pub mod scratch_fs;
 pub mod test_netns;
 pub mod test_user;
+pub mod vm;
