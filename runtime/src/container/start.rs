@@ -35,6 +35,10 @@ impl Container {
             ))
         };
         let pidfd = wait::pidfd_open(self.pid()).ok_or_else(gone)?;
+        // poststart hooks run after the user program is executed (not merely released).
+        let wait_for_exec =
+            crate::hooks::any(&self.record.spec, &[crate::hooks::HookPoint::Poststart]);
+        let mut released = false;
         loop {
             let mut fds = [
                 PollFd::new(&fifo, PollFlags::IN),
@@ -50,7 +54,11 @@ impl Container {
             if fifo_ready {
                 let mut byte = [0u8; 1];
                 match rustix::io::read(&fifo, &mut byte) {
-                    Ok(1) => break,
+                    Ok(1) if !wait_for_exec => break,
+                    // Released; now the init runs its startContainer hooks and execs, which
+                    // closes its (close-on-exec) end: end-of-file.
+                    Ok(1) => released = true,
+                    Ok(0) if released => break,
                     Ok(_) => {
                         return Err(Error::Child(format!(
                             "container \"{}\" was started by someone else",
@@ -61,6 +69,10 @@ impl Container {
                     Err(e) => return Err(e).at("read", &path),
                 }
             } else if init_gone {
+                if released {
+                    // It exec'd and is gone already, or died in a startContainer hook.
+                    break;
+                }
                 return Err(gone());
             }
         }

@@ -59,14 +59,7 @@ impl Root {
         } else {
             &rel
         };
-        rustix::fs::openat2(
-            &self.fd,
-            rel,
-            OFlags::PATH | OFlags::CLOEXEC,
-            Mode::empty(),
-            how,
-        )
-        .map_err(io::Error::from)
+        openat2_retry(&self.fd, rel, OFlags::PATH | OFlags::CLOEXEC, how).map_err(io::Error::from)
     }
 
     /// Resolves `path` inside the root, creating what is missing (directories along the way,
@@ -81,11 +74,10 @@ impl Root {
         } else {
             &rel
         };
-        match rustix::fs::openat2(
+        match openat2_retry(
             &self.fd,
             rel_or_dot,
             OFlags::PATH | OFlags::CLOEXEC,
-            Mode::empty(),
             ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
         ) {
             Ok(fd) => return self.check_leaf(fd, leaf, &rel),
@@ -241,6 +233,24 @@ fn components(path: &Path) -> VecDeque<OsString> {
             _ => None,
         })
         .collect()
+}
+
+/// openat2, again while the kernel reports a concurrent rename or mount: resolving `..` under
+/// RESOLVE_IN_ROOT or RESOLVE_BENEATH gives up with EAGAIN rather than risk a wrong answer,
+/// and the man page says to retry.
+fn openat2_retry(
+    dir: &OwnedFd,
+    path: &Path,
+    flags: OFlags,
+    how: ResolveFlags,
+) -> rustix::io::Result<OwnedFd> {
+    let mut tries = 0;
+    loop {
+        match rustix::fs::openat2(dir, path, flags, Mode::empty(), how) {
+            Err(rustix::io::Errno::AGAIN) if tries < 1000 => tries += 1,
+            other => return other,
+        }
+    }
 }
 
 #[cfg(test)]

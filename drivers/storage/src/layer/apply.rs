@@ -363,22 +363,20 @@ impl<'o> Writer<'o> {
         } else {
             rel
         };
-        match rustix::fs::openat2(&self.root, rel_or_dot, flags, Mode::empty(), how) {
+        match openat2_in(&self.root, rel_or_dot, flags, Mode::empty(), how) {
             Ok(fd) => return Ok(fd),
             Err(Errno::NOENT) if create => {}
             Err(e) => return Err(e.into()),
         }
-        let mut dir = rustix::fs::openat2(&self.root, ".", flags, Mode::empty(), how)?;
+        let mut dir = openat2_in(&self.root, ".", flags, Mode::empty(), how)?;
         let mut done = PathBuf::new();
         for comp in rel.components() {
             done.push(comp);
-            match rustix::fs::openat2(&self.root, &done, flags, Mode::empty(), how) {
+            match openat2_in(&self.root, &done, flags, Mode::empty(), how) {
                 Ok(fd) => dir = fd,
                 Err(Errno::NOENT) => {
                     match rustix::fs::mkdirat(&dir, comp.as_os_str(), Mode::from_raw_mode(0o755)) {
-                        Ok(()) => {
-                            dir = rustix::fs::openat2(&self.root, &done, flags, Mode::empty(), how)?
-                        }
+                        Ok(()) => dir = openat2_in(&self.root, &done, flags, Mode::empty(), how)?,
                         Err(Errno::EXIST) => {
                             // A dangling symlink: make its target, inside the snapshot, as a
                             // directory (what `lib -> /usr/lib` before `lib/x` needs).
@@ -450,6 +448,26 @@ impl<'o> Writer<'o> {
             AtFlags::empty(),
         )?;
         set_times_at(parent, name, meta.mtime, meta.mtime_nsec)
+    }
+}
+
+/// openat2, again while the kernel reports a concurrent rename or mount (EAGAIN: resolving
+/// `..` under RESOLVE_IN_ROOT gives up rather than risk a wrong answer; the man page says to
+/// retry).
+fn openat2_in(
+    root: &OwnedFd,
+    path: impl AsRef<Path>,
+    flags: OFlags,
+    mode: Mode,
+    how: ResolveFlags,
+) -> rustix::io::Result<OwnedFd> {
+    let path = path.as_ref();
+    let mut tries = 0;
+    loop {
+        match rustix::fs::openat2(root, path, flags, mode, how) {
+            Err(Errno::AGAIN) if tries < 1000 => tries += 1,
+            other => return other,
+        }
     }
 }
 
