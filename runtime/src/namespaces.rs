@@ -236,6 +236,49 @@ pub(crate) fn describe_flags(flags: libc::c_int) -> String {
     }
 }
 
+/// This thread in another namespace of one kind until dropped: for a pid namespace that is
+/// `pid_for_children` (the next fork lands there), for a network namespace the sockets it
+/// makes. Aborts the process if it cannot go back: an embedding engine must not go on with its
+/// later children, or sockets, in a container's namespace (and re-entering the namespace it
+/// came from cannot fail short of a kernel bug).
+pub(crate) struct NamespaceSwitch {
+    own: OwnedFd,
+    kind: rustix::thread::LinkNameSpaceType,
+}
+
+impl NamespaceSwitch {
+    pub fn enter(target: &OwnedFd, kind: NamespaceKind) -> Result<NamespaceSwitch> {
+        use rustix::thread::LinkNameSpaceType;
+        let (file, link) = match kind {
+            NamespaceKind::Pid => ("pid", LinkNameSpaceType::ProcessID),
+            NamespaceKind::Network => ("net", LinkNameSpaceType::Network),
+            other => {
+                return Err(Error::Unsupported(format!(
+                    "switching into a {other:?} namespace"
+                )));
+            }
+        };
+        let path = format!("/proc/thread-self/ns/{file}");
+        let own: OwnedFd = std::fs::File::open(&path).at("open", &path)?.into();
+        rustix::thread::move_into_link_name_space(target.as_fd(), Some(link))
+            .op(|| format!("setns into the container's {file} namespace"))?;
+        Ok(NamespaceSwitch { own, kind: link })
+    }
+}
+
+impl Drop for NamespaceSwitch {
+    fn drop(&mut self) {
+        if let Err(e) = rustix::thread::move_into_link_name_space(self.own.as_fd(), Some(self.kind))
+        {
+            eprintln!(
+                "berth-runtime: cannot return to the runtime's own namespace: {}",
+                std::io::Error::from(e)
+            );
+            std::process::abort();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

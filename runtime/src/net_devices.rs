@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 
 use netlink_packet_core::{
     NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage,
@@ -115,7 +115,7 @@ pub(crate) fn move_into(linux: &Linux, netns: &OwnedFd) -> Result<()> {
         ));
     }
     // The rest happens inside: a netlink socket talks to the namespace it was made in.
-    let _inside = NetnsSwitch::enter(netns)?;
+    let _inside = crate::namespaces::NamespaceSwitch::enter(netns, NamespaceKind::Network)?;
     let rtnl = Rtnl::open().op(|| "open rtnetlink in the container's namespace".to_string())?;
     for (name, up, addresses) in moved {
         let what = || format!("linux.netDevices: {name} in the container");
@@ -284,41 +284,6 @@ fn is_link_local_v6(a: &AddressMessage) -> bool {
         AddressAttribute::Address(std::net::IpAddr::V6(v6)) => v6.segments()[0] & 0xffc0 == 0xfe80,
         _ => false,
     })
-}
-
-/// This thread in another network namespace until dropped (aborting the process if it cannot
-/// go back: every later socket would be made in the container's namespace).
-struct NetnsSwitch {
-    own: OwnedFd,
-}
-
-impl NetnsSwitch {
-    fn enter(target: &OwnedFd) -> Result<NetnsSwitch> {
-        let own: OwnedFd = std::fs::File::open("/proc/thread-self/ns/net")
-            .at("open", "/proc/thread-self/ns/net")?
-            .into();
-        rustix::thread::move_into_link_name_space(
-            target.as_fd(),
-            Some(rustix::thread::LinkNameSpaceType::Network),
-        )
-        .op(|| "setns into the container's network namespace".to_string())?;
-        Ok(NetnsSwitch { own })
-    }
-}
-
-impl Drop for NetnsSwitch {
-    fn drop(&mut self) {
-        if let Err(e) = rustix::thread::move_into_link_name_space(
-            self.own.as_fd(),
-            Some(rustix::thread::LinkNameSpaceType::Network),
-        ) {
-            eprintln!(
-                "berth-runtime: cannot return to the runtime's network namespace: {}",
-                io::Error::from(e)
-            );
-            std::process::abort();
-        }
-    }
 }
 
 #[cfg(test)]

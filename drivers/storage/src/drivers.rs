@@ -20,6 +20,15 @@ fn bind(source: PathBuf, read_only: bool) -> Mount {
     }
 }
 
+/// Drivers whose snapshots hold whole trees: an active snapshot is its own tree, a view reads
+/// its parent's in place.
+fn whole_tree_mounts(dir: &Path, kind: Kind, parents: &[PathBuf]) -> Vec<Mount> {
+    match (kind, parents.first()) {
+        (Kind::View, Some(p)) => vec![bind(p.join("fs"), true)],
+        _ => vec![bind(dir.join("fs"), kind == Kind::View)],
+    }
+}
+
 fn make_dir(dir: &Path) -> Result<()> {
     fs::create_dir(dir).at("mkdir", dir)
 }
@@ -52,10 +61,7 @@ impl Backend for Vfs {
     }
 
     fn mounts(&self, dir: &Path, kind: Kind, parents: &[PathBuf]) -> Vec<Mount> {
-        match (kind, parents.first()) {
-            (Kind::View, Some(p)) => vec![bind(p.join("fs"), true)],
-            _ => vec![bind(dir.join("fs"), kind == Kind::View)],
-        }
+        whole_tree_mounts(dir, kind, parents)
     }
 
     fn remove(&self, dir: &Path) -> Result<()> {
@@ -180,10 +186,7 @@ impl Backend for Btrfs {
     }
 
     fn mounts(&self, dir: &Path, kind: Kind, parents: &[PathBuf]) -> Vec<Mount> {
-        match (kind, parents.first()) {
-            (Kind::View, Some(p)) => vec![bind(p.join("fs"), true)],
-            _ => vec![bind(dir.join("fs"), kind == Kind::View)],
-        }
+        whole_tree_mounts(dir, kind, parents)
     }
 
     fn commit(&self, dir: &Path) -> Result<()> {

@@ -8,7 +8,6 @@
 //! Any failure undoes all of it: no process, mount, cgroup or state directory is left behind.
 
 use std::fs;
-use std::io;
 use std::os::fd::{AsFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
@@ -20,7 +19,7 @@ use crate::bundle::{self, Bundle};
 use crate::cgroups::{Cgroup, Layout};
 use crate::error::{Context, Error, Result};
 use crate::hooks::{self, HookPoint};
-use crate::namespaces::{NamespaceKind, NamespacePlan};
+use crate::namespaces::{NamespaceKind, NamespacePlan, NamespaceSwitch};
 use crate::process::attributes;
 use crate::process::channel::{Channel, Message};
 use crate::process::init::{self, InitArgs, Release};
@@ -273,7 +272,7 @@ fn create(rt: &Runtime, id: &str, opts: &CreateOptions, launch: Launch) -> Resul
         .then(|| plan.joins(NamespaceKind::Pid))
         .flatten();
     let pid_ns = joined_pid
-        .map(|j| PidNamespaceSwitch::enter(&j.fd))
+        .map(|j| NamespaceSwitch::enter(&j.fd, NamespaceKind::Pid))
         .transpose()?;
     let flags = if plan.needs_intermediate() {
         0
@@ -644,42 +643,4 @@ pub(crate) fn write_pid_file(path: &Path, pid: libc::pid_t) -> Result<()> {
         std::env::current_dir().at("getcwd", ".")?.join(path)
     };
     write_atomic(&path, pid.to_string().as_bytes())
-}
-
-/// Points this process's `pid_for_children` at a container's pid namespace for one fork, and
-/// back when dropped (aborting the process if that is impossible).
-pub(crate) struct PidNamespaceSwitch {
-    own: OwnedFd,
-}
-
-impl PidNamespaceSwitch {
-    pub fn enter(target: &OwnedFd) -> Result<PidNamespaceSwitch> {
-        let own: OwnedFd = fs::File::open("/proc/self/ns/pid")
-            .at("open", "/proc/self/ns/pid")?
-            .into();
-        rustix::thread::move_into_link_name_space(
-            target.as_fd(),
-            Some(rustix::thread::LinkNameSpaceType::ProcessID),
-        )
-        .op(|| "setns into the container's pid namespace".to_string())?;
-        Ok(PidNamespaceSwitch { own })
-    }
-}
-
-impl Drop for PidNamespaceSwitch {
-    fn drop(&mut self) {
-        if let Err(e) = rustix::thread::move_into_link_name_space(
-            self.own.as_fd(),
-            Some(rustix::thread::LinkNameSpaceType::ProcessID),
-        ) {
-            // Going on would fork every later child of this process into the container's pid
-            // namespace: an embedding engine must not survive that. (Entering the namespace we
-            // are in cannot fail short of a kernel bug.)
-            eprintln!(
-                "berth-runtime: cannot restore the pid namespace for children: {}",
-                io::Error::from(e)
-            );
-            std::process::abort();
-        }
-    }
 }

@@ -11,10 +11,11 @@ use std::path::PathBuf;
 use oci_spec::runtime::Process;
 
 use super::Container;
-use super::create::{PidNamespaceSwitch, write_pid_file};
+use super::create::write_pid_file;
 use crate::bundle::validate_process;
 use crate::error::{Context, Error, Result};
 use crate::namespaces::NamespaceKind;
+use crate::namespaces::NamespaceSwitch;
 use crate::process::attributes;
 use crate::process::channel::{Channel, Message};
 use crate::process::exec::{ExecArgs, exec_child};
@@ -93,7 +94,10 @@ impl Container {
             seccomp: seccomp.as_ref(),
         };
 
-        let switch = pid_ns.as_ref().map(PidNamespaceSwitch::enter).transpose()?;
+        let switch = pid_ns
+            .as_ref()
+            .map(|fd| NamespaceSwitch::enter(fd, crate::namespaces::NamespaceKind::Pid))
+            .transpose()?;
         // SAFETY: the runtime is single-threaded when it forks (documented on Runtime).
         let forked = unsafe { sys::fork_into(0, None) };
         if matches!(forked, Ok(Forked::Child)) {
