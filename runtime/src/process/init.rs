@@ -86,10 +86,16 @@ pub(crate) fn container_init(args: &InitArgs<'_>, chan: &Channel) -> ! {
 fn run(args: &InitArgs<'_>, chan: &Channel) -> Result<Infallible> {
     user_process::reset_signals();
     guard_against_parent_death();
-    // SAFETY: prctl with integer arguments. Non-dumpable: other processes (the container's
-    // own, once it has any) cannot open /proc/<this>/exe or ptrace us while we still run the
-    // runtime's code.
-    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    // Non-dumpable: other processes (the container's own, once it has any) cannot open
+    // /proc/<this>/exe or ptrace us while we still run the runtime's code. But a non-dumpable
+    // process's /proc files belong to root, and an unprivileged runtime writes our id maps
+    // through them: then we wait until the maps are written (nothing else runs in our new
+    // namespaces before that).
+    let maps_from_unprivileged_parent =
+        args.plan.creates(NamespaceKind::User) && !rustix::process::geteuid().is_root();
+    if !maps_from_unprivileged_parent {
+        non_dumpable();
+    }
     // Exact modes for everything made during setup; the process's own umask comes last.
     rustix::process::umask(Mode::empty());
 
@@ -131,6 +137,9 @@ fn run(args: &InitArgs<'_>, chan: &Channel) -> Result<Infallible> {
         }
     }
     trace::mark("init: continue");
+    if maps_from_unprivileged_parent {
+        non_dumpable();
+    }
 
     let plan = args.plan;
     if plan.creates(NamespaceKind::User) {
@@ -298,6 +307,11 @@ fn join_namespaces(plan: &NamespacePlan, which: impl Fn(NamespaceKind) -> bool) 
     Ok(())
 }
 
+fn non_dumpable() {
+    // SAFETY: prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+}
+
 /// Joined namespaces plus a user namespace: this process joins and unshares, then forks the
 /// real init (as a sibling, CLONE_PARENT, so the runtime stays its parent) and exits.
 fn become_init_through_intermediate(args: &InitArgs<'_>, chan: &Channel) -> Result<()> {
@@ -311,6 +325,7 @@ fn become_init_through_intermediate(args: &InitArgs<'_>, chan: &Channel) -> Resu
         chan.send(&Message::MapUserNamespace)
             .op(|| "ask for id maps".to_string())?;
         chan.expect(&Message::Mapped).map_err(Error::Child)?;
+        non_dumpable();
         become_namespace_root()?;
     }
     let rest = plan.clone_flags() & !libc::CLONE_NEWUSER;
