@@ -326,6 +326,17 @@ pub struct VmRun {
 }
 
 const INIT: &str = r#"#!/bin/busybox sh
+# The initramfs cannot be pivot_root'ed away from, which runtimes do: move to a tmpfs first.
+if [ ! -e /.switched ]; then
+  /bin/busybox mkdir -p /newroot
+  /bin/busybox mount -t tmpfs -o size=90% tmpfs /newroot
+  for d in /*; do
+    case "$d" in /proc|/sys|/dev|/newroot) ;; *) /bin/busybox cp -a "$d" /newroot/ ;; esac
+  done
+  /bin/busybox mkdir -p /newroot/proc /newroot/sys /newroot/dev
+  /bin/busybox touch /newroot/.switched
+  exec /bin/busybox switch_root /newroot /init
+fi
 /bin/busybox --install -s /bin
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
 mount -t proc proc /proc

@@ -408,8 +408,13 @@ fn main() {
 
     // Remove what the runs left: cgroup parents and the work directory.
     let layout = berth_runtime::cgroups::Layout::detect().expect("layout");
-    for h in &layout.v1 {
-        let parent = h.mountpoint.join(&cgroup_parent);
+    let hierarchies = layout
+        .v1
+        .iter()
+        .map(|h| h.mountpoint.clone())
+        .chain(layout.unified.iter().map(|u| u.mountpoint.clone()));
+    for mountpoint in hierarchies {
+        let parent = mountpoint.join(&cgroup_parent);
         if let Ok(children) = fs::read_dir(&parent) {
             for c in children.flatten().filter(|c| c.path().is_dir()) {
                 let _ = fs::remove_dir(c.path());
