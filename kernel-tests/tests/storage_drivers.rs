@@ -247,3 +247,48 @@ fn size_limits_are_btrfs_qgroups_and_refused_elsewhere() {
     assert!(e.to_string().contains("need the btrfs driver"), "{e}");
     assert!(o.stat("ctr").is_err(), "a refused snapshot has no record");
 }
+
+#[test]
+fn volatile_overlay_snapshots_survive_remounts_but_not_reboots() {
+    let root = tempfile::tempdir().unwrap();
+    let s = Overlay::open(root.path()).unwrap();
+    layer(&s, "base", None, &[("a", "1")]);
+    let mut labels = Labels::new();
+    labels.insert(berth_storage::OVERLAY_VOLATILE_LABEL.into(), "true".into());
+    let mounts = s.prepare("ctr", Some("base"), labels).unwrap();
+    assert!(
+        mounts[0].options.iter().any(|o| o == "volatile"),
+        "{mounts:?}"
+    );
+    let c = tempfile::tempdir().unwrap();
+    for round in 0..2 {
+        // The second mount finds overlayfs's volatile mark from the first and clears it.
+        mount::mount(&s.mounts("ctr").unwrap(), c.path())
+            .unwrap_or_else(|e| panic!("mount {round}: {e}"));
+        let info = fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let line = info
+            .lines()
+            .find(|l| l.contains(&*c.path().to_string_lossy()))
+            .unwrap();
+        assert!(line.contains("volatile"), "{line}");
+        fs::write(c.path().join(format!("w{round}")), "x").unwrap();
+        mount::unmount(c.path()).unwrap();
+    }
+    // As if the host rebooted: the snapshot is refused, and cleanup removes it.
+    let marker = fs::read_dir(root.path().join("snapshots"))
+        .unwrap()
+        .map(|e| e.unwrap().path().join("volatile-boot"))
+        .find(|p| p.exists())
+        .unwrap();
+    fs::write(&marker, "an-earlier-boot").unwrap();
+    let e = s.mounts("ctr").unwrap_err();
+    assert!(e.to_string().contains("earlier boot"), "{e}");
+    s.cleanup().unwrap();
+    assert!(s.stat("ctr").is_err());
+    assert!(s.stat("base").is_ok());
+    // Only true or false.
+    let mut bad = Labels::new();
+    bad.insert(berth_storage::OVERLAY_VOLATILE_LABEL.into(), "yes".into());
+    assert!(s.prepare("ctr2", Some("base"), bad).is_err());
+    assert!(s.stat("ctr2").is_err());
+}

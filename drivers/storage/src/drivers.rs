@@ -9,7 +9,7 @@ use crate::btrfs_ioctl;
 use crate::error::{Context, Error, Result};
 use crate::fsutil;
 use crate::mount::OVERLAY_MAX_LAYERS;
-use crate::snapshot::{Kind, Mount, Snapshotter, Whiteouts};
+use crate::snapshot::{Kind, Labels, Mount, OVERLAY_VOLATILE_LABEL, Snapshotter, Whiteouts};
 use crate::store::{Backend, Store};
 
 fn bind(source: PathBuf, read_only: bool) -> Mount {
@@ -105,7 +105,46 @@ impl Backend for Overlay {
         Ok(())
     }
 
+    fn configure(&self, dir: &Path, labels: &Labels) -> Result<()> {
+        match labels.get(OVERLAY_VOLATILE_LABEL).map(String::as_str) {
+            None | Some("false") => Ok(()),
+            Some("true") => {
+                let marker = dir.join(VOLATILE_MARKER);
+                fs::write(&marker, boot_id()?).at("write", &marker)
+            }
+            Some(other) => Err(Error::Unsupported(format!(
+                "{OVERLAY_VOLATILE_LABEL} is true or false, not {other:?}"
+            ))),
+        }
+    }
+
+    fn before_mount(&self, dir: &Path) -> Result<()> {
+        let Some(boot) = volatile_boot(dir) else {
+            return Ok(());
+        };
+        if boot != boot_id()? {
+            return Err(Error::Invalid {
+                key: dir.display().to_string(),
+                reason: "a volatile snapshot from an earlier boot: its upper may be torn; \
+                         remove it (cleanup does)"
+                    .into(),
+            });
+        }
+        // Same boot: the page cache held every write, so the upper is whole. overlayfs marks a
+        // volatile workdir and refuses it until the mark is removed.
+        let mark = dir.join("work/work/incompat/volatile");
+        if mark.exists() {
+            fsutil::remove_tree(&mark)?;
+        }
+        Ok(())
+    }
+
+    fn is_stale(&self, dir: &Path) -> bool {
+        volatile_boot(dir).is_some_and(|b| boot_id().is_ok_and(|now| now != b))
+    }
+
     fn mounts(&self, dir: &Path, kind: Kind, parents: &[PathBuf]) -> Vec<Mount> {
+        let volatile = volatile_boot(dir).is_some();
         let lowers = || {
             parents
                 .iter()
@@ -132,7 +171,10 @@ impl Backend for Overlay {
                     // No inode index: layers are shared between many overlays, and the index
                     // would tie each lower to the first upper that copied it up.
                     "index=off".into(),
-                ],
+                ]
+                .into_iter()
+                .chain(volatile.then(|| "volatile".to_string()))
+                .collect(),
             }],
         }
     }
@@ -148,6 +190,23 @@ impl Backend for Overlay {
     fn max_parents(&self) -> Option<usize> {
         Some(OVERLAY_MAX_LAYERS)
     }
+}
+
+/// Marks an overlay snapshot mounted `volatile`; holds the boot id it belongs to.
+const VOLATILE_MARKER: &str = "volatile-boot";
+
+fn boot_id() -> Result<String> {
+    let path = "/proc/sys/kernel/random/boot_id";
+    Ok(fs::read_to_string(path)
+        .at("read", path)?
+        .trim()
+        .to_string())
+}
+
+fn volatile_boot(dir: &Path) -> Option<String> {
+    fs::read_to_string(dir.join(VOLATILE_MARKER))
+        .ok()
+        .map(|s| s.trim().to_string())
 }
 
 /// btrfs: a snapshot's tree is a subvolume; a child is a snapshot of its parent's subvolume

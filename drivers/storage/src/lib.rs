@@ -37,6 +37,6 @@ mod store;
 pub use drivers::{Btrfs, Overlay, Vfs};
 pub use error::{Error, Result};
 pub use snapshot::{
-    ApplyTarget, Changes, EXTRACT_PREFIX, Info, Kind, Labels, Mount, SIZE_LIMIT_LABEL, Snapshotter,
-    Usage, Whiteouts,
+    ApplyTarget, Changes, EXTRACT_PREFIX, Info, Kind, Labels, Mount, OVERLAY_VOLATILE_LABEL,
+    SIZE_LIMIT_LABEL, Snapshotter, Usage, Whiteouts,
 };

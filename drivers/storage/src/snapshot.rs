@@ -132,6 +132,12 @@ pub trait Snapshotter: Send + Sync {
 /// what the subvolume references). Drivers that cannot enforce one refuse the snapshot.
 pub const SIZE_LIMIT_LABEL: &str = "berth.io/size-limit";
 
+/// A label (`true`) asking overlay2 to mount the snapshot `volatile`: no syncs to the upper
+/// directory, for containers whose writes need not survive a crash of the host. Safe because
+/// the driver records the boot the snapshot belongs to: after a reboot the snapshot is refused
+/// and `cleanup` removes it, as overlayfs requires of a volatile upper.
+pub const OVERLAY_VOLATILE_LABEL: &str = "berth.io/overlay-volatile";
+
 /// Active snapshots a layer is being applied into carry keys with this prefix until they are
 /// committed, so `cleanup` knows an interrupted apply from a container's root.
 pub const EXTRACT_PREFIX: &str = "extract-";

@@ -25,6 +25,21 @@ pub(crate) trait Backend: Send + Sync {
     /// whole trees.
     fn create(&self, dir: &Path, parent: Option<&Path>, kind: Kind) -> Result<()>;
 
+    /// Driver-specific labels of a new snapshot (made by `create` just before).
+    fn configure(&self, _dir: &Path, _labels: &Labels) -> Result<()> {
+        Ok(())
+    }
+
+    /// Called before a snapshot's mounts are handed out again.
+    fn before_mount(&self, _dir: &Path) -> Result<()> {
+        Ok(())
+    }
+
+    /// Whether a snapshot can no longer be trusted (`cleanup` removes it).
+    fn is_stale(&self, _dir: &Path) -> bool {
+        false
+    }
+
     /// Caps the space snapshot `dir` may use (label [`SIZE_LIMIT_LABEL`]).
     fn limit_size(&self, _dir: &Path, _bytes: u64) -> Result<()> {
         Err(Error::Unsupported(format!(
@@ -138,6 +153,10 @@ impl<B: Backend> Store<B> {
             })
             .transpose()?;
         self.backend.create(&dir, parent_dir.as_deref(), kind)?;
+        if let Err(e) = self.backend.configure(&dir, &labels) {
+            let _ = self.backend.remove(&dir);
+            return Err(e);
+        }
         if let Some(bytes) = size_limit {
             if let Err(e) = self.backend.limit_size(&dir, bytes) {
                 let _ = self.backend.remove(&dir);
@@ -171,7 +190,9 @@ impl<B: Backend> Store<B> {
             });
         }
         let parents: Vec<PathBuf> = chain[1..].iter().map(|(_, r)| self.dir(r.id)).collect();
-        Ok(self.backend.mounts(&self.dir(me.id), me.kind, &parents))
+        let dir = self.dir(me.id);
+        self.backend.before_mount(&dir)?;
+        Ok(self.backend.mounts(&dir, me.kind, &parents))
     }
 
     fn remove_locked(&self, locked: &mut crate::metadata::Locked<'_>, key: &str) -> Result<()> {
@@ -278,13 +299,16 @@ impl<B: Backend> Snapshotter for Store<B> {
 
     fn cleanup(&self) -> Result<()> {
         let mut locked = self.meta.lock()?;
-        // Interrupted applies, children before parents.
+        // Interrupted applies and snapshots the driver no longer trusts, children first.
         loop {
             let stale: Vec<String> = locked
                 .records
                 .snapshots
                 .iter()
-                .filter(|(k, r)| k.starts_with(EXTRACT_PREFIX) && r.kind == Kind::Active)
+                .filter(|(k, r)| {
+                    (k.starts_with(EXTRACT_PREFIX) && r.kind == Kind::Active)
+                        || self.backend.is_stale(&self.dir(r.id))
+                })
                 .filter(|(k, _)| !locked.records.has_children(k))
                 .map(|(k, _)| k.clone())
                 .collect();
@@ -293,7 +317,7 @@ impl<B: Backend> Snapshotter for Store<B> {
             }
             for key in stale {
                 log::info!(
-                    "{}: removing {key:?}, left by an interrupted layer apply",
+                    "{}: removing {key:?}, an interrupted apply, or stale",
                     self.backend.name()
                 );
                 self.remove_locked(&mut locked, &key)?;
