@@ -177,12 +177,7 @@ fn features(c: &mut Criterion) {
     let xdg = user.dir();
     let wide = |s: &mut Value| {
         s["process"]["args"] = json!(["/bin/true"]);
-        s["linux"]["uidMappings"] = json!([
-            {"containerID": 0, "hostID": user.uid, "size": 1},
-            {"containerID": 1, "hostID": user.sub_uid, "size": 65536}]);
-        s["linux"]["gidMappings"] = json!([
-            {"containerID": 0, "hostID": user.gid, "size": 1},
-            {"containerID": 1, "hostID": user.sub_gid, "size": 65536}]);
+        user.map_subordinate_ids(s);
     };
     let rootless = user.bundle("true", wide);
     let as_root = bundle(&work.path().join("rootless-as-root"), |s| {

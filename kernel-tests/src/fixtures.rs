@@ -50,11 +50,12 @@ pub fn busybox() -> &'static Fixtures {
     })
 }
 
-fn err(what: impl Into<String>) -> io::Error {
+pub(crate) fn err(what: impl Into<String>) -> io::Error {
     io::Error::other(what.into())
 }
 
-fn run(cmd: &mut Command) -> io::Result<Vec<u8>> {
+/// Runs `cmd`; its stdout, or an error with its stderr.
+pub(crate) fn run(cmd: &mut Command) -> io::Result<Vec<u8>> {
     let out = cmd.output().map_err(|e| err(format!("{cmd:?}: {e}")))?;
     if !out.status.success() {
         return Err(err(format!(

@@ -16,18 +16,7 @@ pub fn runtime_binary() -> PathBuf {
     if let Some(p) = std::env::var_os("BERTH_RUNTIME") {
         return PathBuf::from(p);
     }
-    let exe = std::env::current_exe().expect("test executable path");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>/deps/<test>");
-    let bin = profile_dir.join("berth-runtime");
-    assert!(
-        bin.exists(),
-        "{} is missing: build it first (cargo build -p berth-runtime, or cargo test --workspace)",
-        bin.display()
-    );
-    bin
+    workspace_binary("berth-runtime")
 }
 
 /// A binary of the workspace built beside the test executable (target/<profile>/NAME).
@@ -44,6 +33,33 @@ pub fn workspace_binary(name: &str) -> PathBuf {
         bin.display()
     );
     bin
+}
+
+/// Runs `cmd` with empty stdin, its output captured through files rather than pipes: `create`,
+/// `run -d` and `exec -d` leave a process holding the stdio they were given, and a pipe would
+/// never see end-of-file.
+pub fn output_through_files(mut cmd: Command) -> Output {
+    let out = tempfile::tempfile().expect("tempfile");
+    let err = tempfile::tempfile().expect("tempfile");
+    let status = cmd
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().expect("dup"))
+        .stderr(err.try_clone().expect("dup"))
+        .status()
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    let read = |mut f: fs::File| {
+        use std::io::{Read, Seek};
+        let mut v = Vec::new();
+        f.rewind()
+            .and_then(|_| f.read_to_end(&mut v))
+            .expect("read output");
+        v
+    };
+    Output {
+        status,
+        stdout: read(out),
+        stderr: read(err),
+    }
 }
 
 /// A name no other test (or test run) uses at the same time.
@@ -107,32 +123,9 @@ impl Runtime {
         c
     }
 
-    /// Runs a command with empty stdin and captured output. The output goes through files,
-    /// not pipes: `create`, `run -d` and `exec -d` leave a process holding the stdio they were
-    /// given, and a pipe would never see end-of-file.
+    /// Runs a command with empty stdin and captured output (`output_through_files`).
     pub fn output<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> Output {
-        let out = tempfile::tempfile().expect("tempfile");
-        let err = tempfile::tempfile().expect("tempfile");
-        let status = self
-            .command(args)
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().expect("dup"))
-            .stderr(err.try_clone().expect("dup"))
-            .status()
-            .expect("run berth-runtime");
-        let read = |mut f: fs::File| {
-            use std::io::{Read, Seek};
-            let mut v = Vec::new();
-            f.rewind()
-                .and_then(|_| f.read_to_end(&mut v))
-                .expect("read output");
-            v
-        };
-        Output {
-            status,
-            stdout: read(out),
-            stderr: read(err),
-        }
+        output_through_files(self.command(args))
     }
 
     /// Runs a command that must succeed; returns its stdout.

@@ -5,12 +5,12 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use serde_json::{Value, json};
 
 use crate::fixtures;
-use crate::harness::runtime_binary;
+use crate::harness::{output_through_files, runtime_binary};
 
 /// An unprivileged user with subordinate ids, deleted (ranges too) on drop.
 pub struct TestUser {
@@ -63,33 +63,26 @@ impl TestUser {
         user
     }
 
-    /// `berth-runtime args…` as this user, with `XDG_RUNTIME_DIR` set. Output goes through
-    /// files: a created container's init holds the stdio it was given.
+    /// `berth-runtime args…` as this user, with `XDG_RUNTIME_DIR` set.
     pub fn runtime(&self, xdg: &Path, args: &[&str]) -> Output {
-        let out = tempfile::tempfile().unwrap();
-        let err = tempfile::tempfile().unwrap();
-        let status = Command::new(runtime_binary())
-            .args(args)
+        let mut cmd = Command::new(runtime_binary());
+        cmd.args(args)
             .uid(self.uid)
             .gid(self.gid)
             .env("XDG_RUNTIME_DIR", xdg)
-            .current_dir("/")
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(err.try_clone().unwrap())
-            .status()
-            .expect("run berth-runtime");
-        let read = |mut f: fs::File| {
-            use std::io::{Read, Seek};
-            let mut v = Vec::new();
-            f.rewind().and_then(|_| f.read_to_end(&mut v)).unwrap();
-            v
-        };
-        Output {
-            status,
-            stdout: read(out),
-            stderr: read(err),
-        }
+            .current_dir("/");
+        output_through_files(cmd)
+    }
+
+    /// Maps container root to this user and container ids 1..65536 to its subordinate ranges
+    /// (a mapping only newuidmap/newgidmap may write).
+    pub fn map_subordinate_ids(&self, spec: &mut Value) {
+        spec["linux"]["uidMappings"] = json!([
+            {"containerID": 0, "hostID": self.uid, "size": 1},
+            {"containerID": 1, "hostID": self.sub_uid, "size": 65536}]);
+        spec["linux"]["gidMappings"] = json!([
+            {"containerID": 0, "hostID": self.gid, "size": 1},
+            {"containerID": 1, "hostID": self.sub_gid, "size": 65536}]);
     }
 
     /// A directory this user owns.

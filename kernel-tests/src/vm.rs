@@ -14,22 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::fixtures::{self, target_dir};
-
-fn err(what: impl Into<String>) -> io::Error {
-    io::Error::other(what.into())
-}
-
-fn run(cmd: &mut Command) -> io::Result<String> {
-    let out = cmd.output().map_err(|e| err(format!("{cmd:?}: {e}")))?;
-    if !out.status.success() {
-        return Err(err(format!(
-            "{cmd:?}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
+use crate::fixtures::{self, err, run, target_dir};
 
 /// A kernel unpacked from Debian's package.
 pub struct Kernel {
@@ -45,7 +30,10 @@ pub fn kernel() -> io::Result<Kernel> {
     fs::create_dir_all(&dir)?;
     let lock = fs::File::create(dir.join(".lock"))?;
     rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)?;
-    let deps = run(Command::new("apt-cache").args(["depends", "linux-image-amd64"]))?;
+    let deps = String::from_utf8_lossy(&run(
+        Command::new("apt-cache").args(["depends", "linux-image-amd64"])
+    )?)
+    .into_owned();
     let package = deps
         .lines()
         .find_map(|l| l.trim().strip_prefix("Depends: linux-image-"))

@@ -54,12 +54,7 @@ fn an_unprivileged_user_runs_containers() {
     // A wider mapping through newuidmap/newgidmap; the process runs as container uid 1000,
     // which is subordinate uid +999 on the host. The state lives under $XDG_RUNTIME_DIR.
     let wide = |s: &mut Value| {
-        s["linux"]["uidMappings"] = json!([
-            {"containerID": 0, "hostID": user.uid, "size": 1},
-            {"containerID": 1, "hostID": user.sub_uid, "size": 65536}]);
-        s["linux"]["gidMappings"] = json!([
-            {"containerID": 0, "hostID": user.gid, "size": 1},
-            {"containerID": 1, "hostID": user.sub_gid, "size": 65536}]);
+        user.map_subordinate_ids(s);
         s["process"]["user"] = json!({"uid": 1000, "gid": 1000, "additionalGids": [1001]});
     };
     let id = unique("rlwide");
