@@ -110,12 +110,10 @@ fn apply_minbase(c: &mut Criterion) {
                             .stdin(input)
                             .stdout(Stdio::null()));
                         total += start.elapsed();
-                        let s: Box<dyn Snapshotter> = match *driver {
-                            "overlay2" => Box::new(Overlay::open(root).unwrap()),
-                            "btrfs" => Box::new(Btrfs::open(root).unwrap()),
-                            _ => Box::new(Vfs::open(root).unwrap()),
-                        };
-                        s.remove(&name).unwrap();
+                        berth_storage::open(driver, root)
+                            .unwrap()
+                            .remove(&name)
+                            .unwrap();
                     }
                     total
                 })

@@ -33,6 +33,21 @@ fn make_dir(dir: &Path) -> Result<()> {
     fs::create_dir(dir).at("mkdir", dir)
 }
 
+/// The driver named `name` (`overlay2`, `btrfs`, `vfs`) on `root`: how an engine picks its
+/// driver from configuration.
+pub fn open(name: &str, root: &Path) -> Result<Box<dyn Snapshotter>> {
+    Ok(match name {
+        "overlay2" => Box::new(Overlay::open(root)?),
+        "btrfs" => Box::new(Btrfs::open(root)?),
+        "vfs" => Box::new(Vfs::open(root)?),
+        other => {
+            return Err(Error::Unsupported(format!(
+                "unknown storage driver {other:?} (overlay2, btrfs, vfs)"
+            )));
+        }
+    })
+}
+
 /// Full copies: works on any filesystem; the reference the other drivers are tested against.
 pub struct Vfs;
 

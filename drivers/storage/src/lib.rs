@@ -34,7 +34,7 @@ pub mod mount;
 mod snapshot;
 mod store;
 
-pub use drivers::{Btrfs, Overlay, Vfs};
+pub use drivers::{Btrfs, Overlay, Vfs, open};
 pub use error::{Error, Result};
 pub use snapshot::{
     ApplyTarget, Changes, EXTRACT_PREFIX, Info, Kind, Labels, Mount, OVERLAY_VOLATILE_LABEL,

@@ -9,20 +9,8 @@
 use std::io::Write;
 use std::path::Path;
 
+use berth_storage::Labels;
 use berth_storage::layer::{self, ApplyOptions};
-use berth_storage::{Btrfs, Labels, Overlay, Snapshotter, Vfs};
-
-fn open(driver: &str, root: &Path) -> berth_storage::Result<Box<dyn Snapshotter>> {
-    Ok(match driver {
-        "vfs" => Box::new(Vfs::open(root)?),
-        "overlay2" => Box::new(Overlay::open(root)?),
-        "btrfs" => Box::new(Btrfs::open(root)?),
-        other => {
-            eprintln!("berth-layer: unknown driver {other:?} (vfs, overlay2, btrfs)");
-            std::process::exit(2);
-        }
-    })
-}
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -33,7 +21,7 @@ fn main() {
         .as_slice()
     {
         ["apply", driver, root, name, rest @ ..] if rest.len() <= 1 => {
-            open(driver, Path::new(root)).and_then(|s| {
+            berth_storage::open(driver, Path::new(root)).and_then(|s| {
                 let stdin = std::io::stdin();
                 let applied = layer::apply_layer(
                     s.as_ref(),
@@ -47,7 +35,9 @@ fn main() {
                 Ok(())
             })
         }
-        ["cleanup", driver, root] => open(driver, Path::new(root)).and_then(|s| s.cleanup()),
+        ["cleanup", driver, root] => {
+            berth_storage::open(driver, Path::new(root)).and_then(|s| s.cleanup())
+        }
         _ => {
             eprintln!(
                 "usage: berth-layer apply DRIVER ROOT NAME [PARENT] < LAYER | cleanup DRIVER ROOT"

@@ -19,7 +19,6 @@ pub const MAX_PATH: usize = 4096;
 pub(crate) struct DigestReader<R> {
     inner: R,
     hasher: Option<Sha256>,
-    pub bytes: u64,
 }
 
 impl<R: Read> DigestReader<R> {
@@ -27,12 +26,11 @@ impl<R: Read> DigestReader<R> {
         Self::with_hashing(inner, true)
     }
 
-    /// Counts only, without `hash` (when another reader already hashes the same bytes).
+    /// A pass-through without `hash` (when another reader already hashes the same bytes).
     pub fn with_hashing(inner: R, hash: bool) -> Self {
         DigestReader {
             inner,
             hasher: hash.then(Sha256::new),
-            bytes: 0,
         }
     }
 
@@ -54,7 +52,6 @@ impl<R: Read> Read for DigestReader<R> {
         if let Some(h) = &mut self.hasher {
             h.update(&buf[..n]);
         }
-        self.bytes += n as u64;
         Ok(n)
     }
 }
