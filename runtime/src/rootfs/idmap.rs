@@ -43,12 +43,15 @@ pub(crate) fn requested(
 ) -> Result<Vec<IdmappedMount>> {
     let mut out = Vec::new();
     for (index, m) in spec.mounts().iter().flatten().enumerate() {
-        let opts = MountOptions::parse(m.options().as_deref().unwrap_or_default());
         let uid = nonempty(m.uid_mappings());
         let gid = nonempty(m.gid_mappings());
-        if opts.idmap.is_none() && uid.is_none() && gid.is_none() {
+        let raw = m.options().as_deref().unwrap_or_default();
+        // On every start: look for the two words before parsing anything (the init parses
+        // each entry's options anyway).
+        if uid.is_none() && gid.is_none() && !raw.iter().any(|o| o == "idmap" || o == "ridmap") {
             continue;
         }
+        let opts = MountOptions::parse(raw);
         let field = |f: &str| format!("mounts[{index}].{f}");
         let is_bind = opts.bind || m.typ().as_deref() == Some("bind");
         if !is_bind {
