@@ -225,10 +225,15 @@ fn run(args: &InitArgs<'_>, chan: &Channel) -> Result<Infallible> {
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0, 0, 0, 0) };
     chan.send(&Message::Ready)
         .op(|| "report ready".to_string())?;
-    match args.release {
-        Release::Fifo(dir) => wait_on_fifo(dir)?,
-        Release::Channel => chan.expect(&Message::Start).map_err(Error::Child)?,
-    }
+    // The FIFO's write end stays open until exec closes it (close-on-exec): `start` reads
+    // end-of-file only once the user program runs, after the startContainer hooks.
+    let _fifo_writer = match args.release {
+        Release::Fifo(dir) => Some(wait_on_fifo(dir)?),
+        Release::Channel => {
+            chan.expect(&Message::Start).map_err(Error::Child)?;
+            None
+        }
+    };
     if !hook_state.is_null() {
         let mut state = hook_state.clone();
         state["status"] = "created".into();
@@ -424,8 +429,9 @@ fn join_keyring(id: &str) -> Result<()> {
     }
 }
 
-/// Blocks until `start` opens the FIFO, then tells it the user program is about to run.
-fn wait_on_fifo(fifo: &OwnedFd) -> Result<()> {
+/// Blocks until `start` opens the FIFO, then tells it the user program is about to run;
+/// returns the write end, to be closed by the exec.
+fn wait_on_fifo(fifo: &OwnedFd) -> Result<OwnedFd> {
     let path = format!("/proc/self/fd/{}", fifo.as_raw_fd());
     let writer = rustix::fs::open(
         path.as_str(),
@@ -434,5 +440,5 @@ fn wait_on_fifo(fifo: &OwnedFd) -> Result<()> {
     )
     .at("open the exec FIFO (the container needs /proc)", &path)?;
     rustix::io::write(&writer, b"0").at("write", EXEC_FIFO)?;
-    Ok(())
+    Ok(writer)
 }
