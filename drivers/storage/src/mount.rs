@@ -65,20 +65,14 @@ fn overlay(m: &Mount, target: &Path) -> Result<()> {
     }
     match overlay_new_api(m, target) {
         Ok(()) => Ok(()),
-        // No fsopen, or no `lowerdir+` (before 6.8): the classic way.
-        Err(e)
-            if matches!(e.raw_os_error(), Some(libc::ENOSYS) | Some(libc::EINVAL))
-                && !new_api_only(&e) =>
-        {
+        // No fsopen, or no `lowerdir+` (before 6.8): the classic way. Before 6.5 overlayfs
+        // takes fsconfig keys as legacy options and refuses `lowerdir+` only at create, so
+        // any EINVAL falls back; a mistake of the caller's fails the classic call the same way.
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS) | Some(libc::EINVAL)) => {
             overlay_classic(m, target)
         }
         Err(e) => Err(e),
     }
-}
-
-/// Errors of the new API that the classic call would only repeat.
-fn new_api_only(e: &Error) -> bool {
-    matches!(e, Error::Sys { op, .. } if op.starts_with("mount overlay"))
 }
 
 fn overlay_new_api(m: &Mount, target: &Path) -> Result<()> {
