@@ -10,8 +10,12 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 apt-cache show busybox-static >/dev/null 2>&1 || apt-get update -qq
-dpkg-query -W -f='${Status}' libseccomp-dev 2>/dev/null | grep -q "install ok installed" ||
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libseccomp-dev >/dev/null
+# Build dependencies: libseccomp (the runtime's filters); libdevmapper-dev, libclang-dev and
+# pkg-config (the devicemapper crate generates its ioctl bindings from the kernel headers).
+for p in libseccomp-dev libdevmapper-dev libclang-dev pkg-config; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$p" >/dev/null
+done
 
 cargo build --release --workspace --bins --quiet
 bin=target/$(rustc -vV | sed -n 's/^host: //p')/release

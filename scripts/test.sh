@@ -17,8 +17,10 @@ fi
 # qemu-system-x86 (the VM harness: pure cgroup v2 and device-mapper under Debian's kernel),
 # tar/gzip/dpkg (fixture building), containerd, podman, docker.io and skopeo (engines that run
 # containers on berth-runtime in kernel-tests/tests/embedding.rs), and apt lists for
-# `apt-get download busybox-static`.
-packages=(libseccomp-dev umoci procps util-linux iproute2 uidmap passwd btrfs-progs zstd qemu-system-x86 tar gzip dpkg containerd podman docker.io skopeo)
+# `apt-get download busybox-static`; libdevmapper-dev, libclang-dev and pkg-config (the
+# devicemapper crate's bindings are generated at build time) and e2fsprogs (mkfs.ext4 for the
+# devicemapper driver's base filesystem, copied into the VM).
+packages=(libseccomp-dev libdevmapper-dev libclang-dev pkg-config e2fsprogs umoci procps util-linux iproute2 uidmap passwd btrfs-progs zstd qemu-system-x86 tar gzip dpkg containerd podman docker.io skopeo)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -9,6 +9,7 @@ pub mod fixtures;
 pub mod harness;
 pub mod layers;
 pub mod scratch_fs;
+pub mod storage;
 pub mod test_netns;
 pub mod test_user;
 pub mod vm;

@@ -1,21 +1,18 @@
 //! The snapshotter contract on every driver (keys, parents, kinds, errors, walk order, usage,
-//! crash cleanup), overlay's depth (128 and 500 layers mount, 501 is a clear error) and
+//! crash cleanup; the drivers are `berth_kernel_tests::storage`'s), overlay's depth (128 and 500 layers mount, 501 is a clear error) and
 //! btrfs's read-only commits.
 
 use std::fs;
 use std::path::Path;
 
 use berth_kernel_tests::scratch_fs::ScratchFs;
-use berth_storage::{Btrfs, EXTRACT_PREFIX, Error, Kind, Labels, Overlay, Snapshotter, Vfs, mount};
+use berth_kernel_tests::storage;
+use berth_storage::{Btrfs, EXTRACT_PREFIX, Error, Kind, Labels, Overlay, Snapshotter, mount};
 
 fn with_each_driver(f: impl Fn(&dyn Snapshotter, &Path)) {
-    let vfs = tempfile::tempdir().unwrap();
-    f(&Vfs::open(vfs.path()).unwrap(), vfs.path());
-    let overlay = tempfile::tempdir().unwrap();
-    f(&Overlay::open(overlay.path()).unwrap(), overlay.path());
-    let fs = ScratchFs::btrfs(256);
-    let btrfs = fs.path().join("root");
-    f(&Btrfs::open(&btrfs).unwrap(), &btrfs);
+    for d in storage::drivers() {
+        f(d.snapshotter.as_ref(), &d.root);
+    }
 }
 
 /// A committed layer holding `files` (name → content), on `parent`.

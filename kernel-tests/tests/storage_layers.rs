@@ -8,38 +8,12 @@ use std::path::{Path, PathBuf};
 
 use berth_kernel_tests::layers::{LayerTar, gzip, sha256, zstd};
 use berth_kernel_tests::scratch_fs::ScratchFs;
+use berth_kernel_tests::storage;
 use berth_storage::layer::{self, ApplyOptions, DevicePolicy};
-use berth_storage::{Btrfs, Changes, Error, Labels, Overlay, Snapshotter, Vfs, mount};
+use berth_storage::{Changes, Error, Labels, Snapshotter, Vfs, mount};
 
-/// A driver on a root of its own (btrfs on a loop filesystem).
-struct Driver {
-    snapshotter: Box<dyn Snapshotter>,
-    _root: tempfile::TempDir,
-    _fs: Option<ScratchFs>,
-}
-
-fn drivers() -> Vec<Driver> {
-    let vfs_root = tempfile::tempdir().unwrap();
-    let overlay_root = tempfile::tempdir().unwrap();
-    let btrfs_fs = ScratchFs::btrfs(256);
-    let btrfs_root = tempfile::tempdir_in(btrfs_fs.path()).unwrap();
-    vec![
-        Driver {
-            snapshotter: Box::new(Vfs::open(vfs_root.path()).unwrap()),
-            _root: vfs_root,
-            _fs: None,
-        },
-        Driver {
-            snapshotter: Box::new(Overlay::open(overlay_root.path()).unwrap()),
-            _root: overlay_root,
-            _fs: None,
-        },
-        Driver {
-            snapshotter: Box::new(Btrfs::open(btrfs_root.path()).unwrap()),
-            _root: btrfs_root,
-            _fs: Some(btrfs_fs),
-        },
-    ]
+fn drivers() -> Vec<storage::TestDriver> {
+    storage::drivers()
 }
 
 /// The snapshot `key` (a committed layer or an active one) mounted read-only for a look.
@@ -472,9 +446,7 @@ fn a_parent_swapped_for_a_symlink_during_extraction_stays_inside() {
 }
 
 #[test]
-fn an_overlay_containers_changes_become_a_layer() {
-    let root = tempfile::tempdir().unwrap();
-    let s = Overlay::open(root.path()).unwrap();
+fn a_containers_changes_become_a_layer_on_every_driver() {
     let mut base = LayerTar::new();
     base.file("keep", b"k")
         .file("gone", b"g")
@@ -482,54 +454,58 @@ fn an_overlay_containers_changes_become_a_layer() {
         .file("dir/b", b"b")
         .file("edit", b"1");
     let base = base.finish();
-    layer::apply_layer(
-        &s,
-        "base",
-        None,
-        base.as_slice(),
-        &ApplyOptions::default(),
-        Labels::new(),
-    )
-    .unwrap();
-    let c = tempfile::tempdir().unwrap();
-    mount::mount(
-        &s.prepare("ctr", Some("base"), Labels::new()).unwrap(),
-        c.path(),
-    )
-    .unwrap();
-    fs::remove_file(c.path().join("gone")).unwrap();
-    fs::remove_dir_all(c.path().join("dir")).unwrap();
-    fs::create_dir(c.path().join("dir")).unwrap();
-    fs::write(c.path().join("dir/c"), b"c").unwrap();
-    fs::write(c.path().join("edit"), b"2").unwrap();
-    fs::write(c.path().join("new"), b"n").unwrap();
+    for d in drivers() {
+        let s = d.snapshotter.as_ref();
+        let name = s.driver();
+        layer::apply_layer(
+            s,
+            "base",
+            None,
+            base.as_slice(),
+            &ApplyOptions::default(),
+            Labels::new(),
+        )
+        .unwrap();
+        let c = tempfile::tempdir().unwrap();
+        mount::mount(
+            &s.prepare("ctr", Some("base"), Labels::new()).unwrap(),
+            c.path(),
+        )
+        .unwrap();
+        fs::remove_file(c.path().join("gone")).unwrap();
+        fs::remove_dir_all(c.path().join("dir")).unwrap();
+        fs::create_dir(c.path().join("dir")).unwrap();
+        fs::write(c.path().join("dir/c"), b"c").unwrap();
+        fs::write(c.path().join("edit"), b"2").unwrap();
+        fs::write(c.path().join("new"), b"n").unwrap();
 
-    let mut tar = Vec::new();
-    layer::diff(&s.changes("ctr").unwrap(), &mut tar).unwrap();
-    // Applied on the same base with another driver, the result is what the container saw.
-    let vroot = tempfile::tempdir().unwrap();
-    let v = Vfs::open(vroot.path()).unwrap();
-    layer::apply_layer(
-        &v,
-        "base",
-        None,
-        base.as_slice(),
-        &ApplyOptions::default(),
-        Labels::new(),
-    )
-    .unwrap();
-    layer::apply_layer(
-        &v,
-        "committed",
-        Some("base"),
-        tar.as_slice(),
-        &ApplyOptions::default(),
-        Labels::new(),
-    )
-    .unwrap();
-    let m = Mounted::view(&v, "committed");
-    assert_eq!(tree(m.path()), tree(c.path()));
-    mount::unmount(c.path()).unwrap();
+        let mut tar = Vec::new();
+        layer::diff(&s.changes("ctr").unwrap(), &mut tar).unwrap();
+        // Applied on the same base with vfs, the result is what the container saw.
+        let vroot = tempfile::tempdir().unwrap();
+        let v = Vfs::open(vroot.path()).unwrap();
+        layer::apply_layer(
+            &v,
+            "base",
+            None,
+            base.as_slice(),
+            &ApplyOptions::default(),
+            Labels::new(),
+        )
+        .unwrap();
+        layer::apply_layer(
+            &v,
+            "committed",
+            Some("base"),
+            tar.as_slice(),
+            &ApplyOptions::default(),
+            Labels::new(),
+        )
+        .unwrap();
+        let m = Mounted::view(&v, "committed");
+        assert_eq!(tree(m.path()), tree(c.path()), "{name}");
+        mount::unmount(c.path()).unwrap();
+    }
 }
 
 /// A comparable picture of a tree: every path with its type, mode, owner, mtime, content or

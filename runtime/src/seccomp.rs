@@ -361,7 +361,7 @@ mod tests {
                             "args":[{"index":0,"value":8,"op":"SCMP_CMP_EQ"}]}]}"#,
         );
         let prog = compile(&p).unwrap();
-        assert!(prog.instructions.len() >= 8 && prog.instructions.len() % 8 == 0);
+        assert!(prog.instructions.len() >= 8 && prog.instructions.len().is_multiple_of(8));
         assert_eq!(prog.flags, 0);
     }
 

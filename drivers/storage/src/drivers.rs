@@ -6,6 +6,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::btrfs_ioctl;
+use crate::devmapper::DeviceMapper;
 use crate::error::{Context, Error, Result};
 use crate::fsutil;
 use crate::mount::OVERLAY_MAX_LAYERS;
@@ -33,16 +34,17 @@ fn make_dir(dir: &Path) -> Result<()> {
     fs::create_dir(dir).at("mkdir", dir)
 }
 
-/// The driver named `name` (`overlay2`, `btrfs`, `vfs`) on `root`: how an engine picks its
-/// driver from configuration.
+/// The driver named `name` (`overlay2`, `btrfs`, `devicemapper`, `vfs`) on `root`, with its
+/// defaults: how an engine picks its driver from configuration.
 pub fn open(name: &str, root: &Path) -> Result<Box<dyn Snapshotter>> {
     Ok(match name {
         "overlay2" => Box::new(Overlay::open(root)?),
         "btrfs" => Box::new(Btrfs::open(root)?),
+        "devicemapper" => Box::new(DeviceMapper::open(root)?),
         "vfs" => Box::new(Vfs::open(root)?),
         other => {
             return Err(Error::Unsupported(format!(
-                "unknown storage driver {other:?} (overlay2, btrfs, vfs)"
+                "unknown storage driver {other:?} (overlay2, btrfs, devicemapper, vfs)"
             )));
         }
     })

@@ -33,6 +33,9 @@ pub enum Error {
     },
     #[error("{0}")]
     Unsupported(String),
+    /// The driver's space is (nearly) used up; says how much is left and what to do.
+    #[error("{0}")]
+    NoSpace(String),
 }
 
 impl Error {

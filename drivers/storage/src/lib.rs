@@ -1,5 +1,5 @@
-//! berth's storage drivers behind one [`Snapshotter`] trait: overlay2, btrfs and vfs (and, in
-//! its own issue, devicemapper), plus the layer code every driver shares: [`layer::apply`]
+//! berth's storage drivers behind one [`Snapshotter`] trait: overlay2, btrfs, devicemapper
+//! and vfs, plus the layer code every driver shares: [`layer::apply`]
 //! (an OCI/Docker layer stream into a snapshot, digest-checked, extracted so that no entry can
 //! reach outside the snapshot) and [`layer::diff`] (a snapshot's changes as a layer).
 //!
@@ -25,6 +25,7 @@
 //! ```
 
 mod btrfs_ioctl;
+mod devmapper;
 mod drivers;
 mod error;
 mod fsutil;
@@ -34,6 +35,7 @@ pub mod mount;
 mod snapshot;
 mod store;
 
+pub use devmapper::{DeviceMapper, DeviceMapperConfig, PoolSpace, pool_status};
 pub use drivers::{Btrfs, Overlay, Vfs, open};
 pub use error::{Error, Result};
 pub use snapshot::{

@@ -61,23 +61,28 @@ pub(crate) trait Backend: Send + Sync {
 
     fn whiteouts(&self) -> Whiteouts;
 
+    /// Where snapshot `dir`'s tree is.
+    fn tree(&self, dir: &Path) -> PathBuf {
+        dir.join("fs")
+    }
+
     /// How many ancestors a snapshot may have (overlay's stacking limit), if bounded.
     fn max_parents(&self) -> Option<usize> {
         None
     }
 
-    fn changes(&self, dir: &Path, parent: Option<&Path>) -> Changes {
-        match self.whiteouts() {
-            Whiteouts::Overlay => Changes::Upper(dir.join("fs")),
+    fn changes(&self, dir: &Path, parent: Option<&Path>) -> Result<Changes> {
+        Ok(match self.whiteouts() {
+            Whiteouts::Overlay => Changes::Upper(self.tree(dir)),
             Whiteouts::Delete => Changes::Compare {
-                lower: parent.map(|p| p.join("fs")),
-                upper: dir.join("fs"),
+                lower: parent.map(|p| self.tree(p)),
+                upper: self.tree(dir),
             },
-        }
+        })
     }
 
     fn usage(&self, dir: &Path) -> Result<Usage> {
-        crate::fsutil::disk_usage(&dir.join("fs"))
+        crate::fsutil::disk_usage(&self.tree(dir))
     }
 }
 
@@ -373,8 +378,10 @@ impl<B: Backend> Snapshotter for Store<B> {
                 reason: "layers are applied into active snapshots only".into(),
             });
         }
+        let dir = self.dir(r.id);
+        self.backend.before_mount(&dir)?;
         Ok(ApplyTarget {
-            dir: self.dir(r.id).join("fs"),
+            dir: self.backend.tree(&dir),
             whiteouts: self.backend.whiteouts(),
         })
     }
@@ -383,9 +390,8 @@ impl<B: Backend> Snapshotter for Store<B> {
         let records = self.meta.read()?;
         let chain = records.chain(key)?;
         let parent = chain.get(1).map(|(_, r)| self.dir(r.id));
-        Ok(self
-            .backend
-            .changes(&self.dir(chain[0].1.id), parent.as_deref()))
+        self.backend
+            .changes(&self.dir(chain[0].1.id), parent.as_deref())
     }
 }
 
