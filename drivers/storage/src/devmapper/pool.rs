@@ -19,6 +19,8 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Context, Error, Result};
 
 const SECTOR: u64 = 512;
+/// Idle devices kept for reuse (each is a few kernel objects, no memory to speak of).
+const MAX_IDLE_DEVICES: usize = 8;
 /// Thin ids are 24 bits wide.
 pub(crate) const MAX_THIN_ID: u64 = (1 << 24) - 1;
 
@@ -203,6 +205,10 @@ fn errno_of(e: &Error) -> Option<i32> {
 
 fn name(s: String) -> Result<DmNameBuf> {
     DmNameBuf::new(s.clone()).map_err(dm_error(format!("device name {s:?}")))
+}
+
+fn name_ref(s: &str) -> Result<&DmName> {
+    DmName::new(s).map_err(dm_error(format!("device name {s:?}")))
 }
 
 impl ThinPool {
@@ -448,26 +454,79 @@ impl ThinPool {
         Some(devnode(info.device()))
     }
 
-    /// Activates thin device `id` (its table over the pool) and returns its device node.
+    /// Activates thin device `id` (its table over the pool) and returns its device node. An
+    /// idle device is reused when there is one: swapping a table is several times cheaper
+    /// than making a block device (and removing one later).
     pub fn activate(&self, id: u64) -> Result<PathBuf> {
+        let name = self.thin_name(id)?;
         if let Some(node) = self.is_active(id) {
-            let name = self.thin_name(id)?;
             let _ = self
                 .dm
                 .target_msg(&DevId::Name(&name), None, "@cancel_deferred_remove");
             return Ok(node);
         }
         let params = format!("{} {id}", self.device);
-        let sectors = self.layout.base_size / SECTOR;
-        let device = load(&self.dm, &self.thin_name(id)?, "thin", sectors, &params)?;
+        let table = vec![(0, self.sectors(), "thin".to_string(), params.clone())];
+        if let Some(idle) = self.idle_devices().into_iter().next() {
+            let idle = name_ref(&idle)?;
+            self.dm
+                .device_rename(idle, &DevId::Name(&name))
+                .map_err(dm_error(format!("rename {idle} to {}", &*name)))?;
+            return match self.swap_table(&name, &table) {
+                Ok(device) => Ok(devnode(device)),
+                Err(e) => {
+                    let _ = self
+                        .dm
+                        .device_remove(&DevId::Name(&name), DmOptions::default());
+                    Err(e)
+                }
+            };
+        }
+        let device = load(&self.dm, &name, "thin", self.sectors(), &params)?;
         Ok(devnode(device))
     }
 
-    /// Deactivates thin device `id`; if it is still open, the kernel removes it on last close.
+    fn sectors(&self) -> u64 {
+        self.layout.base_size / SECTOR
+    }
+
+    fn swap_table(&self, name: &DmName, table: &[(u64, u64, String, String)]) -> Result<Device> {
+        let id = DevId::Name(name);
+        self.dm
+            .table_load(&id, table, DmOptions::default())
+            .map_err(dm_error(format!("load {name}")))?;
+        // Resuming swaps the loaded table in (suspending first).
+        let info = self
+            .dm
+            .device_suspend(&id, DmOptions::default())
+            .map_err(dm_error(format!("resume {name}")))?;
+        Ok(info.device())
+    }
+
+    /// Deactivates thin device `id`. An unused device is kept idle (its table an error
+    /// target, so it holds no thin id) for the next activation; one still open (a container's
+    /// mount holds it) is removed by the kernel on last close.
     pub fn deactivate(&self, id: u64) -> Result<()> {
         let name = self.thin_name(id)?;
-        if self.dm.device_info(&DevId::Name(&name)).is_err() {
+        let Ok(info) = self.dm.device_info(&DevId::Name(&name)) else {
             return Ok(());
+        };
+        let idle = self.idle_devices();
+        if info.open_count() == 0 && idle.len() < MAX_IDLE_DEVICES {
+            let error = vec![(0, self.sectors(), "error".to_string(), String::new())];
+            let slot = (0..).find(|k| !idle.iter().any(|n| *n == self.idle_name(*k)));
+            if let Some(slot) = slot {
+                let idle_name = DmNameBuf::new(self.idle_name(slot))
+                    .map_err(dm_error(format!("device name {:?}", self.idle_name(slot))))?;
+                if self.swap_table(&name, &error).is_ok()
+                    && self
+                        .dm
+                        .device_rename(&name, &DevId::Name(&idle_name))
+                        .is_ok()
+                {
+                    return Ok(());
+                }
+            }
         }
         self.dm
             .device_remove(
@@ -476,6 +535,22 @@ impl ThinPool {
             )
             .map(drop)
             .map_err(dm_error(format!("remove {}", &*name)))
+    }
+
+    fn idle_name(&self, slot: u64) -> String {
+        format!("{}-idle-{slot}", self.prefix)
+    }
+
+    /// The names of this pool's idle devices.
+    fn idle_devices(&self) -> Vec<String> {
+        let start = format!("{}-idle-", self.prefix);
+        self.dm
+            .list_devices()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(n, _, _)| n.to_string())
+            .filter(|n| n.starts_with(&start))
+            .collect()
     }
 
     /// Thin devices of this pool that are active, by id.
@@ -530,12 +605,18 @@ impl ThinPool {
     /// Deactivates every device of the pool, then the pool; devices still open go when their
     /// last user closes them.
     pub fn shutdown(&self) {
+        let deferred = DmOptions::default().set_flags(DmFlags::DM_DEFERRED_REMOVE);
+        let mut names = self.idle_devices();
         for id in self.active_ids().unwrap_or_default() {
-            if let Err(e) = self.deactivate(id) {
-                log::warn!("{e}");
+            names.extend(self.thin_name(id).map(|n| n.to_string()));
+        }
+        for n in names {
+            if let Ok(n) = name_ref(&n) {
+                if let Err(e) = self.dm.device_remove(&DevId::Name(n), deferred) {
+                    log::warn!("devicemapper: remove {n}: {e}");
+                }
             }
         }
-        let deferred = DmOptions::default().set_flags(DmFlags::DM_DEFERRED_REMOVE);
         if let Err(e) = self.dm.device_remove(&DevId::Name(&self.pool), deferred) {
             log::warn!("devicemapper: remove {}: {e}", &*self.pool);
         }
@@ -545,7 +626,11 @@ impl ThinPool {
 /// The space of the pool named `pool`.
 fn pool_space(dm: &DM, pool: &DmName, block_size: u64) -> Result<PoolSpace> {
     let (_, lines) = dm
-        .table_status(&DevId::Name(pool), DmOptions::default())
+        // NOFLUSH: the thin-pool target would commit its metadata for a status otherwise.
+        .table_status(
+            &DevId::Name(pool),
+            DmOptions::default().set_flags(DmFlags::DM_NOFLUSH),
+        )
         .map_err(dm_error(format!("status of {pool}")))?;
     let line = lines.first().map(|l| l.3.as_str()).unwrap_or("");
     let status: ThinPoolStatus = line
