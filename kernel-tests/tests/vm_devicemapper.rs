@@ -26,8 +26,9 @@ const LAYER_TESTS: [&str; 5] = [
     "hostile_layers_never_write_outside_the_snapshot",
     "a_containers_changes_become_a_layer_on_every_driver",
 ];
-const DM_TESTS: [&str; 4] = [
+const DM_TESTS: [&str; 5] = [
     "an_image_layer_and_a_container_on_it",
+    "a_busy_device_goes_when_its_last_user_does",
     "a_hundred_create_delete_cycles_leak_nothing",
     "a_full_pool_is_a_clear_error_and_recovers",
     "a_restart_keeps_snapshots_and_removes_what_a_crash_left",
@@ -324,4 +325,41 @@ fn a_restart_keeps_snapshots_and_removes_what_a_crash_left() {
     assert!(!orphan.exists());
     s.remove("ctr").unwrap();
     s.remove("layer").unwrap();
+}
+
+#[test]
+#[ignore = "runs inside the VM harness (device-mapper); see runs_in_the_vm"]
+fn a_busy_device_goes_when_its_last_user_does() {
+    let (s, root) = open(&storage::devicemapper_config());
+    let used = berth_storage::pool_status(root.path()).unwrap().data_used;
+    s.prepare("ctr", None, Labels::new()).unwrap();
+    let rootfs = tempfile::tempdir().unwrap();
+    mount::mount(&s.mounts("ctr").unwrap(), rootfs.path()).unwrap();
+    let mut f = fs::File::create(rootfs.path().join("data")).unwrap();
+    f.write_all(&[3u8; 4 << 20]).unwrap();
+    f.sync_all().unwrap();
+    // Removed while a container's mount still holds the filesystem: the snapshot is gone at
+    // once, the device and its blocks when the mount goes.
+    s.remove("ctr").unwrap();
+    assert!(s.stat("ctr").is_err());
+    let deferred = root.path().join("devicemapper/deferred-deletes");
+    assert!(
+        !fs::read_to_string(&deferred).unwrap().trim().is_empty(),
+        "the busy thin id waits for deletion"
+    );
+    assert!(
+        rootfs.path().join("data").exists(),
+        "the mount keeps working"
+    );
+    drop(f);
+    mount::unmount(rootfs.path()).unwrap();
+    // The next driver operation deletes the thin id the kernel could not delete before.
+    s.prepare("next", None, Labels::new()).unwrap();
+    s.remove("next").unwrap();
+    let after = berth_storage::pool_status(root.path()).unwrap().data_used;
+    assert_eq!(
+        after, used,
+        "the busy device's blocks went back to the pool"
+    );
+    assert!(fs::read_to_string(&deferred).unwrap().trim().is_empty());
 }
