@@ -26,8 +26,9 @@ const LAYER_TESTS: [&str; 5] = [
     "hostile_layers_never_write_outside_the_snapshot",
     "a_containers_changes_become_a_layer_on_every_driver",
 ];
-const DM_TESTS: [&str; 5] = [
+const DM_TESTS: [&str; 6] = [
     "an_image_layer_and_a_container_on_it",
+    "a_pool_on_block_devices_given_by_configuration",
     "a_busy_device_goes_when_its_last_user_does",
     "a_hundred_create_delete_cycles_leak_nothing",
     "a_full_pool_is_a_clear_error_and_recovers",
@@ -362,4 +363,106 @@ fn a_busy_device_goes_when_its_last_user_does() {
         "the busy device's blocks went back to the pool"
     );
     assert!(fs::read_to_string(&deferred).unwrap().trim().is_empty());
+}
+
+/// A loop device over a sparse file of `bytes`, detached on drop: a block device for the test.
+struct BlockDevice {
+    path: PathBuf,
+    device: loopdev::LoopDevice,
+    _file: tempfile::NamedTempFile,
+}
+
+impl BlockDevice {
+    fn new(bytes: u64) -> BlockDevice {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        file.as_file().set_len(bytes).unwrap();
+        let device = loopdev::LoopControl::open().unwrap().next_free().unwrap();
+        device.attach_file(file.path()).unwrap();
+        let path = device.path().unwrap();
+        BlockDevice {
+            path,
+            device,
+            _file: file,
+        }
+    }
+}
+
+impl Drop for BlockDevice {
+    fn drop(&mut self) {
+        let _ = self.device.detach();
+    }
+}
+
+#[test]
+#[ignore = "runs inside the VM harness (device-mapper); see runs_in_the_vm"]
+fn a_pool_on_block_devices_given_by_configuration() {
+    let data = BlockDevice::new(512 << 20);
+    let metadata = BlockDevice::new(32 << 20);
+    let options = [
+        format!("dm.datadev={}", data.path.display()),
+        format!("dm.metadatadev={}", metadata.path.display()),
+        "dm.basesize=128M".to_string(),
+    ];
+    let config = DeviceMapperConfig::from_options(&options).unwrap();
+    let root = tempfile::tempdir().unwrap();
+    {
+        let s = DeviceMapper::open_with(root.path(), &config).unwrap();
+        s.prepare("ctr", None, Labels::new()).unwrap();
+        fs::write(
+            s.apply_target("ctr").unwrap().dir.join("kept"),
+            "on the disk",
+        )
+        .unwrap();
+        let space = berth_storage::pool_status(root.path()).unwrap();
+        assert_eq!(
+            space.data_total,
+            512 << 20,
+            "the whole data device: {space:?}"
+        );
+        assert!(
+            !root.path().join("devicemapper/data").exists(),
+            "no loop file"
+        );
+    }
+    // Opened again, the pool's metadata on the device is read, not made anew.
+    let s = DeviceMapper::open_with(root.path(), &config).unwrap();
+    let dir = s.apply_target("ctr").unwrap().dir;
+    assert_eq!(fs::read_to_string(dir.join("kept")).unwrap(), "on the disk");
+    s.remove("ctr").unwrap();
+    // Not a block device: refused with the path.
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let bad = DeviceMapperConfig {
+        data_device: Some(file.path().to_path_buf()),
+        ..config.clone()
+    };
+    let other = tempfile::tempdir().unwrap();
+    let e = DeviceMapper::open_with(other.path(), &bad).err().unwrap();
+    assert!(e.to_string().contains("is not a block device"), "{e}");
+    // A metadata device holding something else (here a filesystem) is someone's data: refused,
+    // and left as it was.
+    let used = BlockDevice::new(32 << 20);
+    let mkfs = std::process::Command::new("mkfs.ext4")
+        .args(["-q", "-F"])
+        .arg(&used.path)
+        .status()
+        .unwrap();
+    assert!(mkfs.success());
+    let before = fs::read(&used.path).unwrap();
+    let data2 = BlockDevice::new(64 << 20);
+    let foreign = DeviceMapperConfig {
+        metadata_device: Some(used.path.clone()),
+        data_device: Some(data2.path.clone()),
+        ..config.clone()
+    };
+    let e = DeviceMapper::open_with(other.path(), &foreign)
+        .err()
+        .unwrap();
+    assert!(
+        e.to_string().contains("other than thin-pool metadata"),
+        "{e}"
+    );
+    assert!(
+        fs::read(&used.path).unwrap() == before,
+        "the device was written to"
+    );
 }

@@ -291,18 +291,9 @@ impl ThinPool {
         let mut held: Vec<LoopDevice> = Vec::new();
         let (data, metadata) = match (&config.data_device, &config.metadata_device) {
             (Some(data), Some(metadata)) => {
-                let marker = state.join("metadata-initialized");
-                if !marker.exists() {
-                    // A fresh pool needs zeroes where its metadata superblock goes.
-                    let mut dev = OpenOptions::new()
-                        .write(true)
-                        .open(metadata)
-                        .at("open", metadata)?;
-                    dev.write_all(&[0u8; 4096]).at("zero", metadata)?;
-                    dev.sync_all().at("sync", metadata)?;
-                    fs::write(&marker, b"").at("write", &marker)?;
-                }
-                (block_device(data)?, block_device(metadata)?)
+                let devices = (block_device(data)?, block_device(metadata)?);
+                check_metadata_device(metadata)?;
+                devices
             }
             _ => {
                 let data_file = state.join("data");
@@ -717,6 +708,26 @@ fn block_device(path: &Path) -> Result<(Device, u64)> {
         bytes,
     ))
 }
+
+/// A metadata device must be empty (the kernel then formats it) or hold a thin pool's
+/// metadata already (berth's, from before): anything else is someone's data, never overwritten.
+fn check_metadata_device(path: &Path) -> Result<()> {
+    let mut head = [0u8; 4096];
+    let mut f = File::open(path).at("open", path)?;
+    io::Read::read_exact(&mut f, &mut head).at("read", path)?;
+    // thin_disk_superblock: csum, flags, blocknr, uuid[16], then the magic.
+    let magic = u64::from_le_bytes(head[32..40].try_into().unwrap_or_default());
+    if head.iter().all(|&b| b == 0) || magic == THIN_SUPERBLOCK_MAGIC {
+        return Ok(());
+    }
+    Err(Error::Unsupported(format!(
+        "devicemapper: {} holds something other than thin-pool metadata; berth only uses an \
+         empty metadata device (zero its first 4 KiB if its contents may go)",
+        path.display()
+    )))
+}
+
+const THIN_SUPERBLOCK_MAGIC: u64 = 27_022_010;
 
 /// `_IOR(0x12, 114, size_t)`.
 const BLKGETSIZE64: libc::c_ulong = 0x8008_1272;
