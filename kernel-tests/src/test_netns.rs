@@ -27,6 +27,11 @@ impl TestNetns {
         ip(&all)
     }
 
+    /// The namespace, opened (for setns, or to hand to a network driver).
+    pub fn file(&self) -> fs::File {
+        fs::File::open(format!("/run/netns/{}", self.name)).expect("open netns")
+    }
+
     /// Makes `cmd` start in this network namespace (its mount namespace stays the caller's).
     /// The returned file must outlive the spawn.
     pub fn enter_on_spawn(&self, cmd: &mut Command) -> fs::File {

@@ -1,0 +1,115 @@
+//! Joining a container to a bridge network: berth's bridge driver (one process, rtnetlink:
+//! veth made with its peer already in the container's namespace, bridge port, addresses, up,
+//! default route) beside the same steps as `ip` commands (what shell-based setups and many CNI
+//! scripts do), in the same run. Everything happens in a network namespace made here; the
+//! container namespaces are made and dropped outside the timed part. Needs root.
+
+use std::os::fd::AsFd;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use berth_kernel_tests::test_netns::TestNetns;
+use berth_network::ipam::{Ipam, SubnetRequest};
+use berth_network::{Bridge, EndpointRequest, NetworkDriver, NetworkSpec};
+use criterion::{Criterion, criterion_group, criterion_main};
+
+/// Runs `f` on a thread inside `ns`.
+fn inside<T: Send>(ns: &TestNetns, f: impl FnOnce() -> T + Send) -> T {
+    let file = ns.file();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            use std::os::fd::AsRawFd;
+            // SAFETY: setns on this thread only, with a descriptor that outlives the call.
+            let r = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(r, 0, "setns");
+            f()
+        })
+        .join()
+        .expect("thread in the namespace")
+    })
+}
+
+fn ip(args: &[&str]) {
+    let st = Command::new("ip").args(args).status().expect("ip");
+    assert!(st.success(), "ip {args:?}");
+}
+
+fn join(c: &mut Criterion) {
+    let host = TestNetns::create();
+    let dir = tempfile::tempdir().unwrap();
+    let bridge = Bridge::new(Arc::new(Ipam::open(dir.path()).unwrap()));
+    let spec = NetworkSpec {
+        id: "bench".into(),
+        name: "bench".into(),
+        subnets: vec![SubnetRequest {
+            subnet: Some("10.210.0.0/16".parse().unwrap()),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let network = inside(&host, || bridge.create(&spec)).unwrap();
+    let br = network.interface.clone().unwrap();
+    let mut g = c.benchmark_group("network/join bridge");
+    g.sample_size(30);
+    let mut n = 0u64;
+    g.bench_function("berth (rtnetlink)", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                n += 1;
+                let container = TestNetns::create();
+                let file = container.file();
+                let id = format!("e{n}");
+                let (took, endpoint) = inside(&host, || {
+                    let start = Instant::now();
+                    let e = bridge
+                        .join(
+                            &network,
+                            &EndpointRequest {
+                                id: &id,
+                                netns: file.as_fd(),
+                                ifname: "eth0",
+                                static_ips: &[],
+                                default_route: true,
+                            },
+                        )
+                        .unwrap();
+                    (start.elapsed(), e)
+                });
+                total += took;
+                // As when a container is removed: its namespace takes the veth along.
+                inside(&host, || bridge.leave(&network, &endpoint, None)).unwrap();
+            }
+            total
+        })
+    });
+    g.bench_function("ip commands", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                n += 1;
+                let container = TestNetns::create();
+                let (h, c) = (host.name.as_str(), container.name.as_str());
+                let veth = format!("vb{n}");
+                let addr = format!("10.210.{}.{}/16", (n / 250) % 250, n % 250 + 2);
+                let start = Instant::now();
+                ip(&[
+                    "-n", h, "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns",
+                    c,
+                ]);
+                ip(&["-n", h, "link", "set", &veth, "master", &br, "up"]);
+                ip(&["-n", c, "addr", "add", &addr, "dev", "eth0"]);
+                ip(&["-n", c, "link", "set", "eth0", "up"]);
+                ip(&["-n", c, "link", "set", "lo", "up"]);
+                ip(&["-n", c, "route", "add", "default", "via", "10.210.0.1"]);
+                total += start.elapsed();
+            }
+            total
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, join);
+criterion_main!(benches);

@@ -1,0 +1,239 @@
+//! bridge: a Linux bridge per network holding the gateway addresses, and per container a veth
+//! pair whose container end is made directly inside the container's namespace (no move),
+//! named as asked, with the container's addresses and its default route via the gateway.
+
+use std::net::IpAddr;
+use std::os::fd::BorrowedFd;
+use std::sync::Arc;
+
+use crate::driver::{
+    Endpoint, EndpointRequest, Network, NetworkDriver, NetworkSpec, check_ifname, tag,
+};
+use crate::error::{Error, Result};
+use crate::ipam::{Ipam, SubnetRequest};
+use crate::netlink::Rtnl;
+
+/// Docker's option naming the bridge.
+pub const BRIDGE_NAME_OPTION: &str = "com.docker.network.bridge.name";
+
+pub struct Bridge {
+    ipam: Arc<Ipam>,
+}
+
+impl Bridge {
+    pub fn new(ipam: Arc<Ipam>) -> Bridge {
+        Bridge { ipam }
+    }
+}
+
+pub(crate) fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+    let what = what.into();
+    move |e| Error::io(what, e)
+}
+
+/// The container side: addresses, up, loopback up, default routes.
+pub(crate) fn configure_inside(
+    netns: BorrowedFd<'_>,
+    ifname: &str,
+    addresses: &[(IpAddr, u8)],
+    gateways: &[IpAddr],
+) -> Result<()> {
+    let inside = Rtnl::open_in(netns).map_err(io_err("rtnetlink in the container"))?;
+    let index = inside
+        .link_index(ifname)
+        .map_err(io_err(format!("find {ifname} in the container")))?
+        .ok_or_else(|| Error::NotFound(format!("{ifname} in the container")))?;
+    for (ip, prefix) in addresses {
+        inside
+            .add_address(index, *ip, *prefix)
+            .map_err(io_err(format!(
+                "add {ip}/{prefix} to {ifname} in the container"
+            )))?;
+    }
+    inside
+        .set_up(index)
+        .map_err(io_err(format!("set {ifname} up in the container")))?;
+    if let Some(lo) = inside.link_index("lo").map_err(io_err("find lo"))? {
+        inside.set_up(lo).map_err(io_err("set lo up"))?;
+    }
+    for gw in gateways {
+        match inside.add_default_route(*gw) {
+            Ok(()) => {}
+            // Another network gave the default route of this family already.
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+            Err(e) => return Err(Error::io(format!("default route via {gw}"), e)),
+        }
+    }
+    Ok(())
+}
+
+impl NetworkDriver for Bridge {
+    fn name(&self) -> &'static str {
+        "bridge"
+    }
+
+    fn create(&self, spec: &NetworkSpec) -> Result<Network> {
+        let bridge = match spec.options.get(BRIDGE_NAME_OPTION) {
+            Some(n) => n.clone(),
+            None => format!("br-{}", &tag(&[&spec.id])[..12]),
+        };
+        check_ifname(&bridge)?;
+        let host = Rtnl::open().map_err(io_err("rtnetlink"))?;
+        let routed = host
+            .routed_subnets()
+            .map_err(io_err("read the host's routes"))?;
+        let requests = if spec.subnets.is_empty() {
+            vec![SubnetRequest::default()]
+        } else {
+            spec.subnets.clone()
+        };
+        let subnets = self.ipam.create(&spec.id, &requests, &routed)?;
+        let existed = host
+            .link_index(&bridge)
+            .map_err(io_err(format!("find {bridge}")));
+        match existed {
+            Ok(None) => {}
+            Ok(Some(_)) => {
+                let _ = self.ipam.delete(&spec.id);
+                return Err(Error::Exists(format!(
+                    "a link named {bridge} exists already"
+                )));
+            }
+            Err(e) => {
+                let _ = self.ipam.delete(&spec.id);
+                return Err(e);
+            }
+        }
+        let made = (|| {
+            host.create_bridge(&bridge)
+                .map_err(io_err(format!("create bridge {bridge}")))?;
+            let index = host
+                .link_index(&bridge)
+                .map_err(io_err(format!("find {bridge}")))?
+                .ok_or_else(|| Error::NotFound(bridge.clone()))?;
+            for s in &subnets {
+                host.add_address(index, s.gateway, s.subnet.prefix_len())
+                    .map_err(io_err(format!("add {} to {bridge}", s.gateway)))?;
+            }
+            host.set_up(index)
+                .map_err(io_err(format!("set {bridge} up")))
+        })();
+        if let Err(e) = made {
+            // Only what this call made: the name was free before.
+            if let Ok(Some(i)) = host.link_index(&bridge) {
+                let _ = host.delete_link(i);
+            }
+            let _ = self.ipam.delete(&spec.id);
+            return Err(e);
+        }
+        Ok(Network {
+            id: spec.id.clone(),
+            name: spec.name.clone(),
+            driver: self.name().into(),
+            options: spec.options.clone(),
+            interface: Some(bridge.clone()),
+            created_links: vec![bridge],
+            subnets,
+        })
+    }
+
+    fn delete(&self, network: &Network) -> Result<()> {
+        // IPAM first: it refuses while endpoints are left, before anything is torn down.
+        self.ipam.delete(&network.id)?;
+        let host = Rtnl::open().map_err(io_err("rtnetlink"))?;
+        for link in &network.created_links {
+            if let Some(i) = host
+                .link_index(link)
+                .map_err(io_err(format!("find {link}")))?
+            {
+                host.delete_link(i)
+                    .map_err(io_err(format!("delete {link}")))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn join(&self, network: &Network, req: &EndpointRequest<'_>) -> Result<Endpoint> {
+        check_ifname(req.ifname)?;
+        let bridge = network
+            .interface
+            .as_deref()
+            .ok_or_else(|| Error::Invalid(format!("network {} has no bridge", network.name)))?;
+        let host_ifname = format!("veth{}", &tag(&[&network.id, req.id])[..11]);
+        let ips = self.ipam.allocate(&network.id, req.id, req.static_ips)?;
+        let subnets = self.ipam.subnets(&network.id)?;
+        let addresses: Vec<(IpAddr, u8)> = ips
+            .iter()
+            .map(|ip| {
+                let prefix = subnets
+                    .iter()
+                    .find(|s| s.subnet.contains(ip))
+                    .map(|s| s.subnet.prefix_len())
+                    .unwrap_or(32);
+                (*ip, prefix)
+            })
+            .collect();
+        let gateways: Vec<IpAddr> = if req.default_route {
+            subnets.iter().map(|s| s.gateway).collect()
+        } else {
+            Vec::new()
+        };
+        let host = Rtnl::open().map_err(io_err("rtnetlink"))?;
+        let joined = (|| {
+            let bridge_index = host
+                .link_index(bridge)
+                .map_err(io_err(format!("find {bridge}")))?
+                .ok_or_else(|| Error::NotFound(format!("bridge {bridge}")))?;
+            host.create_veth(&host_ifname, req.ifname, req.netns)
+                .map_err(io_err(format!(
+                    "create veth {host_ifname} with {} in the container",
+                    req.ifname
+                )))?;
+            let index = host
+                .link_index(&host_ifname)
+                .map_err(io_err(format!("find {host_ifname}")))?
+                .ok_or_else(|| Error::NotFound(host_ifname.clone()))?;
+            host.set_controller(index, bridge_index)
+                .map_err(io_err(format!("attach {host_ifname} to {bridge}")))?;
+            host.set_up(index)
+                .map_err(io_err(format!("set {host_ifname} up")))?;
+            configure_inside(req.netns, req.ifname, &addresses, &gateways)
+        })();
+        if let Err(e) = joined {
+            if let Ok(Some(i)) = host.link_index(&host_ifname) {
+                let _ = host.delete_link(i);
+            }
+            let _ = self.ipam.release(&network.id, req.id);
+            return Err(e);
+        }
+        Ok(Endpoint {
+            id: req.id.to_string(),
+            ifname: req.ifname.to_string(),
+            host_ifname: Some(host_ifname),
+            addresses,
+            gateways,
+        })
+    }
+
+    fn leave(
+        &self,
+        network: &Network,
+        endpoint: &Endpoint,
+        netns: Option<BorrowedFd<'_>>,
+    ) -> Result<()> {
+        if netns.is_some() {
+            // Deleting the host end deletes the pair.
+            if let Some(name) = &endpoint.host_ifname {
+                let host = Rtnl::open().map_err(io_err("rtnetlink"))?;
+                if let Some(i) = host
+                    .link_index(name)
+                    .map_err(io_err(format!("find {name}")))?
+                {
+                    host.delete_link(i)
+                        .map_err(io_err(format!("delete {name}")))?;
+                }
+            }
+        }
+        self.ipam.release(&network.id, &endpoint.id)
+    }
+}

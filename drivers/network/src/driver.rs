@@ -1,0 +1,118 @@
+//! The interface every network driver implements, and what goes in and out of it.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::os::fd::BorrowedFd;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::ipam::{Subnet, SubnetRequest};
+
+/// What a caller asks for when it creates a network.
+#[derive(Clone, Debug, Default)]
+pub struct NetworkSpec {
+    /// The engine's network id (IPAM's key; letters, digits, `-_.`).
+    pub id: String,
+    pub name: String,
+    /// Driver options, Docker's names (`com.docker.network.bridge.name`, `parent`,
+    /// `macvlan_mode`).
+    pub options: BTreeMap<String, String>,
+    /// One per address family; empty means one IPv4 subnet from the default pool.
+    pub subnets: Vec<SubnetRequest>,
+}
+
+/// A network as its driver made it: what the caller keeps and hands back.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Network {
+    pub id: String,
+    pub name: String,
+    pub driver: String,
+    pub options: BTreeMap<String, String>,
+    /// The host-side link the driver uses: the bridge, or the macvlan parent.
+    pub interface: Option<String>,
+    /// Links the driver made for the network (removed with it).
+    pub created_links: Vec<String>,
+    pub subnets: Vec<Subnet>,
+}
+
+/// A container joining a network.
+pub struct EndpointRequest<'a> {
+    /// The engine's endpoint id (unique per network; IPAM's owner key).
+    pub id: &'a str,
+    /// The container's network namespace.
+    pub netns: BorrowedFd<'a>,
+    /// The interface name inside (`eth0`).
+    pub ifname: &'a str,
+    /// Static addresses asked for (`--ip`, `--ip6`).
+    pub static_ips: &'a [IpAddr],
+    /// Whether this network gives the container its default route.
+    pub default_route: bool,
+}
+
+/// A container's place on a network.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    pub id: String,
+    pub ifname: String,
+    /// The host side of the link (a veth), where there is one.
+    pub host_ifname: Option<String>,
+    /// Addresses with their prefix lengths.
+    pub addresses: Vec<(IpAddr, u8)>,
+    pub gateways: Vec<IpAddr>,
+}
+
+/// One interface for every driver. A driver works in the calling thread's network namespace
+/// (the host's, for a daemon).
+pub trait NetworkDriver: Send + Sync {
+    fn name(&self) -> &'static str;
+
+    fn create(&self, spec: &NetworkSpec) -> Result<Network>;
+
+    /// Removes the network (its endpoints must have left).
+    fn delete(&self, network: &Network) -> Result<()>;
+
+    /// Connects the container whose namespace `request.netns` is.
+    fn join(&self, network: &Network, request: &EndpointRequest<'_>) -> Result<Endpoint>;
+
+    /// Disconnects an endpoint. `netns` is the container's namespace when it lives on (its
+    /// interface is removed); `None` when the namespace is going away, which removes the
+    /// interface with it, far faster than deleting it here.
+    fn leave(
+        &self,
+        network: &Network,
+        endpoint: &Endpoint,
+        netns: Option<BorrowedFd<'_>>,
+    ) -> Result<()>;
+}
+
+/// IFNAMSIZ less the terminating NUL.
+pub(crate) const MAX_IFNAME: usize = 15;
+
+pub(crate) fn check_ifname(name: &str) -> Result<()> {
+    if name.is_empty()
+        || name.len() > MAX_IFNAME
+        || name == "."
+        || name == ".."
+        || name.contains(['/', ':'])
+        || name.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(Error::Invalid(format!(
+            "{name:?} is not a valid interface name (1 to {MAX_IFNAME} bytes; no '/', ':' or spaces)"
+        )));
+    }
+    Ok(())
+}
+
+/// A short stable hex tag of `parts` (link names must fit in 15 bytes).
+pub(crate) fn tag(parts: &[&str]) -> String {
+    // FNV-1a: stable across releases, unlike std's hasher.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for p in parts {
+        for b in p.bytes().chain([0]) {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    format!("{h:016x}")
+}

@@ -1,0 +1,21 @@
+//! berth's network drivers: none, host, bridge and macvlan behind one [`NetworkDriver`] trait,
+//! every link, address and route made over rtnetlink (never by running `ip`), and [`ipam`],
+//! the crash-safe address store.
+//!
+//! A driver works in the network namespace of the thread that calls it (the host's, for a
+//! daemon; a test namespace, for the tests); containers are network namespaces the caller
+//! made, passed as descriptors.
+
+mod bridge;
+mod driver;
+mod error;
+pub mod ipam;
+mod macvlan;
+mod netlink;
+mod simple;
+
+pub use bridge::{BRIDGE_NAME_OPTION, Bridge};
+pub use driver::{Endpoint, EndpointRequest, Network, NetworkDriver, NetworkSpec};
+pub use error::{Error, Result};
+pub use macvlan::{MODE_OPTION, Macvlan, PARENT_OPTION};
+pub use simple::{HostDriver, NoneDriver};
