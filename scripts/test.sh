@@ -19,8 +19,9 @@ fi
 # containers on berth-runtime in kernel-tests/tests/embedding.rs), and apt lists for
 # `apt-get download busybox-static`; libdevmapper-dev, libclang-dev and pkg-config (the
 # devicemapper crate's bindings are generated at build time) and e2fsprogs (mkfs.ext4 for the
-# devicemapper driver's base filesystem, copied into the VM).
-packages=(libseccomp-dev libdevmapper-dev libclang-dev pkg-config e2fsprogs umoci procps util-linux iproute2 uidmap passwd btrfs-progs zstd qemu-system-x86 tar gzip dpkg containerd podman docker.io skopeo)
+# devicemapper driver's base filesystem, copied into the VM); clang and libbpf-dev (the BPF
+# datapath's C programs); iproute2's ip is copied into the VM for the VLAN test.
+packages=(libseccomp-dev libdevmapper-dev libclang-dev pkg-config e2fsprogs clang libbpf-dev umoci procps util-linux iproute2 uidmap passwd btrfs-progs zstd qemu-system-x86 tar gzip dpkg containerd podman docker.io skopeo)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,3 +1,6 @@
+//! Container to container TCP throughput on one bridge network: the plain Linux bridge vs
+//! berth's datapath (bpf_redirect_peer between the veths), same run.
+//!
 //! Joining a container to a bridge network: berth's bridge driver (one process, rtnetlink:
 //! veth made with its peer already in the container's namespace, bridge port, addresses, up,
 //! default route) beside the same steps as `ip` commands (what shell-based setups and many CNI
@@ -111,5 +114,79 @@ fn join(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, join);
+/// A long-lived TCP connection from container a to container b on one network, through the
+/// plain bridge or through berth's datapath; each iteration pushes 64 MiB through it.
+fn throughput(c: &mut Criterion) {
+    const CHUNK: usize = 1 << 20;
+    const PER_ITER: usize = 64;
+    let mut g = c.benchmark_group("network/tcp a->b 64 MiB");
+    g.sample_size(10);
+    g.throughput(criterion::Throughput::Bytes((CHUNK * PER_ITER) as u64));
+    for datapath in [false, true] {
+        let host = TestNetns::create();
+        let (a, b) = (TestNetns::create(), TestNetns::create());
+        let dir = tempfile::tempdir().unwrap();
+        let ipam = Arc::new(Ipam::open(dir.path()).unwrap());
+        let bridge = if datapath {
+            let dp = inside(&host, berth_bpf::Datapath::load).unwrap();
+            Bridge::with_datapath(ipam, Arc::new(std::sync::Mutex::new(dp)))
+        } else {
+            Bridge::new(ipam)
+        };
+        let spec = NetworkSpec {
+            id: "tput".into(),
+            name: "tput".into(),
+            subnets: vec![SubnetRequest {
+                subnet: Some("10.213.0.0/24".parse().unwrap()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let network = inside(&host, || bridge.create(&spec)).unwrap();
+        let mut ips = Vec::new();
+        for (id, ns) in [("a", &a), ("b", &b)] {
+            let file = ns.file();
+            let e = inside(&host, || {
+                bridge.join(
+                    &network,
+                    &EndpointRequest {
+                        id,
+                        netns: file.as_fd(),
+                        ifname: "eth0",
+                        static_ips: &[],
+                        default_route: true,
+                    },
+                )
+            })
+            .unwrap();
+            ips.push(e.addresses[0].0);
+        }
+        let to = std::net::SocketAddr::new(ips[1], 7301);
+        let listener = inside(&b, || std::net::TcpListener::bind(to)).unwrap();
+        let sink = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            std::io::copy(&mut s, &mut std::io::sink()).unwrap()
+        });
+        let mut stream = inside(&a, || std::net::TcpStream::connect(to)).unwrap();
+        let buf = vec![7u8; CHUNK];
+        let name = if datapath {
+            "berth datapath (redirect_peer)"
+        } else {
+            "linux bridge"
+        };
+        g.bench_function(name, |bench| {
+            bench.iter(|| {
+                use std::io::Write;
+                for _ in 0..PER_ITER {
+                    stream.write_all(&buf).unwrap();
+                }
+            })
+        });
+        drop(stream);
+        sink.join().unwrap();
+    }
+    g.finish();
+}
+
+criterion_group!(benches, join, throughput);
 criterion_main!(benches);

@@ -8,6 +8,7 @@ pub mod docker_seccomp;
 pub mod fixtures;
 pub mod harness;
 pub mod layers;
+pub mod net_probe;
 pub mod scratch_fs;
 pub mod storage;
 pub mod test_netns;

@@ -27,6 +27,30 @@ impl TestNetns {
         ip(&all)
     }
 
+    /// Runs `f` on a thread inside this namespace (the caller's thread stays where it is).
+    pub fn inside<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        let file = self.file();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                // SAFETY: setns on this thread only, with a descriptor that outlives the call.
+                let r = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+                assert_eq!(r, 0, "setns: {}", std::io::Error::last_os_error());
+                f()
+            })
+            .join()
+            .expect("thread in the namespace")
+        })
+    }
+
+    /// The names of the links in this namespace.
+    pub fn links(&self) -> Vec<String> {
+        self.ip(&["-o", "link", "show"])
+            .lines()
+            .filter_map(|l| l.split(": ").nth(1))
+            .map(|n| n.split('@').next().unwrap_or(n).to_string())
+            .collect()
+    }
+
     /// The namespace, opened (for setns, or to hand to a network driver).
     pub fn file(&self) -> fs::File {
         fs::File::open(format!("/run/netns/{}", self.name)).expect("open netns")

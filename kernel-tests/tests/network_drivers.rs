@@ -3,12 +3,13 @@
 //! links, routes or addresses; containers are namespaces the test makes too. All of them are
 //! deleted when the test ends, with whatever is left in them.
 
-use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::os::fd::{AsFd, AsRawFd};
+use std::io::Write;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::Duration;
 
+use berth_kernel_tests::net_probe::{tcp_echo, udp_echo};
 use berth_kernel_tests::test_netns::TestNetns;
 use berth_kernel_tests::vm;
 use berth_network::ipam::{Ipam, SubnetRequest};
@@ -16,21 +17,6 @@ use berth_network::{
     Bridge, Endpoint, EndpointRequest, Error, Macvlan, Network, NetworkDriver, NetworkSpec,
     NoneDriver,
 };
-
-/// Runs `f` on a thread inside namespace `ns`.
-fn inside<T: Send>(ns: &TestNetns, f: impl FnOnce() -> T + Send) -> T {
-    let file = ns.file();
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            // SAFETY: setns on this thread only, with a descriptor that outlives the call.
-            let r = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(r, 0, "setns: {}", std::io::Error::last_os_error());
-            f()
-        })
-        .join()
-        .expect("thread in the namespace")
-    })
-}
 
 fn net(s: &str) -> ipnet::IpNet {
     s.parse().unwrap()
@@ -60,7 +46,7 @@ fn join(
     container: &TestNetns,
 ) -> berth_network::Result<Endpoint> {
     let file = container.file();
-    inside(host, || {
+    host.inside(|| {
         driver.join(
             network,
             &EndpointRequest {
@@ -74,64 +60,6 @@ fn join(
     })
 }
 
-/// A TCP echo across namespaces: `server` listens on `addr`, `client` connects and checks.
-fn tcp_echo(server: &TestNetns, client: &TestNetns, addr: SocketAddr) -> std::io::Result<()> {
-    let listener = inside(server, || TcpListener::bind(addr))?;
-    let echo = std::thread::spawn(move || -> std::io::Result<()> {
-        let (mut s, _) = listener.accept()?;
-        let mut buf = [0u8; 5];
-        s.read_exact(&mut buf)?;
-        s.write_all(&buf)
-    });
-    let got = inside(client, || -> std::io::Result<[u8; 5]> {
-        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3))?;
-        s.write_all(b"hello")?;
-        let mut buf = [0u8; 5];
-        s.read_exact(&mut buf)?;
-        Ok(buf)
-    });
-    match got {
-        Ok(buf) => {
-            echo.join().expect("echo thread")?;
-            assert_eq!(&buf, b"hello");
-            Ok(())
-        }
-        Err(e) => {
-            // Unblock the listener's accept so the thread ends.
-            drop(inside(server, || TcpStream::connect(addr)));
-            let _ = echo.join();
-            Err(e)
-        }
-    }
-}
-
-fn udp_echo(server: &TestNetns, client: &TestNetns, addr: SocketAddr) {
-    let sock = inside(server, || UdpSocket::bind(addr)).unwrap();
-    let echo = std::thread::spawn(move || {
-        let mut buf = [0u8; 16];
-        let (n, from) = sock.recv_from(&mut buf).unwrap();
-        sock.send_to(&buf[..n], from).unwrap();
-    });
-    let got = inside(client, || {
-        let s = UdpSocket::bind("0.0.0.0:0").unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-        s.send_to(b"ping", addr).unwrap();
-        let mut buf = [0u8; 16];
-        let n = s.recv(&mut buf).unwrap();
-        buf[..n].to_vec()
-    });
-    echo.join().unwrap();
-    assert_eq!(got, b"ping");
-}
-
-fn links(ns: &TestNetns) -> Vec<String> {
-    ns.ip(&["-o", "link", "show"])
-        .lines()
-        .filter_map(|l| l.split(": ").nth(1))
-        .map(|n| n.split('@').next().unwrap_or(n).to_string())
-        .collect()
-}
-
 #[test]
 fn two_containers_on_a_bridge_talk_tcp_and_udp() {
     let host = TestNetns::create();
@@ -139,7 +67,9 @@ fn two_containers_on_a_bridge_talk_tcp_and_udp() {
     let dir = tempfile::tempdir().unwrap();
     let ipam = Arc::new(Ipam::open(dir.path()).unwrap());
     let bridge = Bridge::new(ipam);
-    let network = inside(&host, || bridge.create(&spec("n1", Some("10.201.0.0/24")))).unwrap();
+    let network = host
+        .inside(|| bridge.create(&spec("n1", Some("10.201.0.0/24"))))
+        .unwrap();
     let ea = join(&host, &bridge, &network, "a", &a).unwrap();
     let eb = join(&host, &bridge, &network, "b", &b).unwrap();
     assert_eq!(ea.addresses[0].0, "10.201.0.2".parse::<IpAddr>().unwrap());
@@ -161,26 +91,28 @@ fn leaving_and_deleting_leave_nothing_behind() {
     let dir = tempfile::tempdir().unwrap();
     let ipam = Arc::new(Ipam::open(dir.path()).unwrap());
     let bridge = Bridge::new(Arc::clone(&ipam));
-    let network = inside(&host, || bridge.create(&spec("n2", Some("10.202.0.0/24")))).unwrap();
-    let before = links(&host);
+    let network = host
+        .inside(|| bridge.create(&spec("n2", Some("10.202.0.0/24"))))
+        .unwrap();
+    let before = host.links();
     let containers: Vec<TestNetns> = (0..20).map(|_| TestNetns::create()).collect();
     for round in 0..2 {
         let mut endpoints = Vec::new();
         for (i, c) in containers.iter().enumerate() {
             endpoints.push(join(&host, &bridge, &network, &format!("c{i}"), c).unwrap());
         }
-        assert_eq!(links(&host).len(), before.len() + 20);
+        assert_eq!(host.links().len(), before.len() + 20);
         for (e, c) in endpoints.iter().zip(&containers) {
             let file = c.file();
             // Disconnect (the container lives on) in round 0; as if removed in round 1.
             let ns = (round == 0).then(|| file.as_fd());
-            inside(&host, || bridge.leave(&network, e, ns)).unwrap();
+            host.inside(|| bridge.leave(&network, e, ns)).unwrap();
             if round == 0 {
-                assert!(!links(c).iter().any(|l| l == "eth0"));
+                assert!(!c.links().iter().any(|l| l == "eth0"));
             }
         }
         if round == 0 {
-            assert_eq!(links(&host), before);
+            assert_eq!(host.links(), before);
         }
     }
     // Endpoints whose namespaces went away take their veths along when the namespaces go.
@@ -188,14 +120,13 @@ fn leaving_and_deleting_leave_nothing_behind() {
     // Deleting refuses while an endpoint is left; then removes the bridge and the subnet.
     let lone = TestNetns::create();
     let e = join(&host, &bridge, &network, "lone", &lone).unwrap();
-    let refused = inside(&host, || bridge.delete(&network)).unwrap_err();
+    let refused = host.inside(|| bridge.delete(&network)).unwrap_err();
     assert!(matches!(refused, Error::Conflict(_)), "{refused}");
-    inside(&host, || {
-        bridge.leave(&network, &e, Some(lone.file().as_fd()))
-    })
-    .unwrap();
-    inside(&host, || bridge.delete(&network)).unwrap();
-    let left: Vec<String> = links(&host)
+    host.inside(|| bridge.leave(&network, &e, Some(lone.file().as_fd())))
+        .unwrap();
+    host.inside(|| bridge.delete(&network)).unwrap();
+    let left: Vec<String> = host
+        .links()
         .into_iter()
         .filter(|l| l.starts_with("veth") || l.starts_with("br-"))
         .collect();
@@ -203,7 +134,7 @@ fn leaving_and_deleting_leave_nothing_behind() {
         left.is_empty() || left.iter().all(|l| l.starts_with("veth")),
         "{left:?}"
     );
-    assert!(!links(&host).contains(&network.interface.clone().unwrap()));
+    assert!(!host.links().contains(&network.interface.clone().unwrap()));
     assert!(ipam.subnets("n2").is_err());
 }
 
@@ -218,7 +149,7 @@ fn default_subnets_avoid_what_the_host_routes() {
     host.ip(&["link", "set", "h1", "up"]);
     let dir = tempfile::tempdir().unwrap();
     let bridge = Bridge::new(Arc::new(Ipam::open(dir.path()).unwrap()));
-    let n = inside(&host, || bridge.create(&spec("auto", None))).unwrap();
+    let n = host.inside(|| bridge.create(&spec("auto", None))).unwrap();
     assert_eq!(n.subnets[0].subnet, net("172.19.0.0/16"));
     assert!(
         host.ip(&["addr", "show", n.interface.as_deref().unwrap()])
@@ -229,9 +160,9 @@ fn default_subnets_avoid_what_the_host_routes() {
     taken
         .options
         .insert(berth_network::BRIDGE_NAME_OPTION.into(), "h0".into());
-    let e = inside(&host, || bridge.create(&taken)).unwrap_err();
+    let e = host.inside(|| bridge.create(&taken)).unwrap_err();
     assert!(e.to_string().contains("exists already"), "{e}");
-    assert!(links(&host).contains(&"h0".to_string()));
+    assert!(host.links().contains(&"h0".to_string()));
 }
 
 #[test]
@@ -259,7 +190,7 @@ fn macvlan_containers_reach_each_other_and_the_outside() {
     let mut s = spec("mv", Some("10.204.0.0/24"));
     s.options
         .insert(berth_network::PARENT_OPTION.into(), "ext0".into());
-    let network = inside(&host, || macvlan.create(&s)).unwrap();
+    let network = host.inside(|| macvlan.create(&s)).unwrap();
     let (a, b) = (TestNetns::create(), TestNetns::create());
     let ea = join(&host, &macvlan, &network, "a", &a).unwrap();
     let eb = join(&host, &macvlan, &network, "b", &b).unwrap();
@@ -271,11 +202,12 @@ fn macvlan_containers_reach_each_other_and_the_outside() {
     tcp_echo(&outside, &a, "10.204.0.100:7004".parse().unwrap()).unwrap();
     tcp_echo(&a, &outside, SocketAddr::new(ea.addresses[0].0, 7005)).unwrap();
     for (e, c) in [(&ea, &a), (&eb, &b)] {
-        inside(&host, || macvlan.leave(&network, e, Some(c.file().as_fd()))).unwrap();
+        host.inside(|| macvlan.leave(&network, e, Some(c.file().as_fd())))
+            .unwrap();
     }
-    inside(&host, || macvlan.delete(&network)).unwrap();
+    host.inside(|| macvlan.delete(&network)).unwrap();
     assert!(
-        links(&host).contains(&"ext0".to_string()),
+        host.links().contains(&"ext0".to_string()),
         "a parent berth did not make stays"
     );
 
@@ -283,13 +215,13 @@ fn macvlan_containers_reach_each_other_and_the_outside() {
     let mut bad = spec("bad", Some("10.206.0.0/24"));
     bad.options
         .insert(berth_network::PARENT_OPTION.into(), "nosuch0".into());
-    let e = inside(&host, || macvlan.create(&bad)).unwrap_err();
+    let e = host.inside(|| macvlan.create(&bad)).unwrap_err();
     assert!(e.to_string().contains("nosuch0"), "{e}");
     bad.options
         .insert(berth_network::PARENT_OPTION.into(), "ext0".into());
     bad.options
         .insert(berth_network::MODE_OPTION.into(), "loud".into());
-    let e = inside(&host, || macvlan.create(&bad)).unwrap_err();
+    let e = host.inside(|| macvlan.create(&bad)).unwrap_err();
     assert!(e.to_string().contains("macvlan_mode"), "{e}");
 }
 
@@ -301,7 +233,7 @@ fn none_brings_only_loopback_up() {
     let e = join(&host, &NoneDriver, &network, "c", &c).unwrap();
     assert!(e.addresses.is_empty());
     assert!(c.ip(&["link", "show", "lo"]).contains("UP"));
-    assert_eq!(links(&c), ["lo"]);
+    assert_eq!(c.links(), ["lo"]);
 }
 
 #[test]
@@ -320,7 +252,7 @@ fn macvlan_vlan_parents_are_made_and_removed_with_the_network() {
         .insert(berth_network::PARENT_OPTION.into(), "ext0.10".into());
     v.options
         .insert(berth_network::MODE_OPTION.into(), "private".into());
-    let vn = inside(&host, || macvlan.create(&v)).unwrap();
+    let vn = host.inside(|| macvlan.create(&v)).unwrap();
     assert!(
         host.ip(&["-d", "link", "show", "ext0.10"])
             .contains("vlan protocol 802.1Q id 10")
@@ -331,10 +263,10 @@ fn macvlan_vlan_parents_are_made_and_removed_with_the_network() {
         c.ip(&["-d", "link", "show", "eth0"])
             .contains("macvlan mode private")
     );
-    inside(&host, || macvlan.leave(&vn, &ec, None)).unwrap();
+    host.inside(|| macvlan.leave(&vn, &ec, None)).unwrap();
     drop(c);
-    inside(&host, || macvlan.delete(&vn)).unwrap();
-    assert!(!links(&host).contains(&"ext0.10".to_string()));
+    host.inside(|| macvlan.delete(&vn)).unwrap();
+    assert!(!host.links().contains(&"ext0.10".to_string()));
 }
 
 #[test]

@@ -4,7 +4,9 @@
 
 use std::net::IpAddr;
 use std::os::fd::BorrowedFd;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+
+use berth_bpf::Datapath;
 
 use crate::driver::{
     Endpoint, EndpointRequest, Network, NetworkDriver, NetworkSpec, check_ifname, tag,
@@ -18,12 +20,46 @@ pub const BRIDGE_NAME_OPTION: &str = "com.docker.network.bridge.name";
 
 pub struct Bridge {
     ipam: Arc<Ipam>,
+    datapath: Option<Arc<Mutex<Datapath>>>,
 }
 
 impl Bridge {
+    /// Plain Linux bridging: containers reach each other through the bridge.
     pub fn new(ipam: Arc<Ipam>) -> Bridge {
-        Bridge { ipam }
+        Bridge {
+            ipam,
+            datapath: None,
+        }
     }
+
+    /// With berth's BPF datapath on every container port: same-network traffic skips the
+    /// bridge, other networks are unreachable, and each container is counted.
+    pub fn with_datapath(ipam: Arc<Ipam>, datapath: Arc<Mutex<Datapath>>) -> Bridge {
+        Bridge {
+            ipam,
+            datapath: Some(datapath),
+        }
+    }
+
+    fn datapath<T>(
+        &self,
+        f: impl FnOnce(&mut Datapath) -> berth_bpf::Result<T>,
+    ) -> Result<Option<T>> {
+        let Some(dp) = &self.datapath else {
+            return Ok(None);
+        };
+        let mut dp = dp
+            .lock()
+            .map_err(|_| Error::Invalid("the datapath lock is poisoned".into()))?;
+        f(&mut dp)
+            .map(Some)
+            .map_err(|e| Error::io("datapath", std::io::Error::other(e.to_string())))
+    }
+}
+
+/// The datapath's number for a network (its maps' network field).
+pub(crate) fn network_number(id: &str) -> u32 {
+    u32::from_str_radix(&tag(&[id])[..8], 16).unwrap_or(1)
 }
 
 pub(crate) fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
@@ -118,6 +154,15 @@ impl NetworkDriver for Bridge {
             host.set_up(index)
                 .map_err(io_err(format!("set {bridge} up")))
         })();
+        let made = made.and_then(|()| {
+            for s in &subnets {
+                if let ipnet::IpNet::V4(v4) = s.subnet {
+                    let number = network_number(&spec.id);
+                    self.datapath(|dp| dp.add_subnet(v4.network(), v4.prefix_len(), number))?;
+                }
+            }
+            Ok(())
+        });
         if let Err(e) = made {
             // Only what this call made: the name was free before.
             if let Ok(Some(i)) = host.link_index(&bridge) {
@@ -140,6 +185,11 @@ impl NetworkDriver for Bridge {
     fn delete(&self, network: &Network) -> Result<()> {
         // IPAM first: it refuses while endpoints are left, before anything is torn down.
         self.ipam.delete(&network.id)?;
+        for s in &network.subnets {
+            if let ipnet::IpNet::V4(v4) = s.subnet {
+                self.datapath(|dp| dp.remove_subnet(v4.network(), v4.prefix_len()))?;
+            }
+        }
         let host = Rtnl::open().map_err(io_err("rtnetlink"))?;
         for link in &network.created_links {
             if let Some(i) = host
@@ -197,9 +247,16 @@ impl NetworkDriver for Bridge {
                 .map_err(io_err(format!("attach {host_ifname} to {bridge}")))?;
             host.set_up(index)
                 .map_err(io_err(format!("set {host_ifname} up")))?;
+            let ipv4 = addresses.iter().find_map(|(ip, _)| match ip {
+                IpAddr::V4(v4) => Some(*v4),
+                IpAddr::V6(_) => None,
+            });
+            let number = network_number(&network.id);
+            self.datapath(|dp| dp.attach(&host_ifname, number, ipv4))?;
             configure_inside(req.netns, req.ifname, &addresses, &gateways)
         })();
         if let Err(e) = joined {
+            let _ = self.datapath(|dp| dp.detach(&host_ifname));
             if let Ok(Some(i)) = host.link_index(&host_ifname) {
                 let _ = host.delete_link(i);
             }
@@ -221,6 +278,9 @@ impl NetworkDriver for Bridge {
         endpoint: &Endpoint,
         netns: Option<BorrowedFd<'_>>,
     ) -> Result<()> {
+        if let Some(name) = &endpoint.host_ifname {
+            self.datapath(|dp| dp.detach(name))?;
+        }
         if netns.is_some() {
             // Deleting the host end deletes the pair.
             if let Some(name) = &endpoint.host_ifname {

@@ -1,0 +1,287 @@
+//! berth's container datapath: the tc programs of `programs/datapath.bpf.c` (compiled by
+//! clang at build time) and their loader, on aya.
+//!
+//! One [`Datapath`] per host: its programs go on the host end of each container's veth (tc
+//! ingress: what the container sends; egress: what it is sent through the bridge), and all
+//! per-container state is map entries: which network a port belongs to, each container's
+//! address, each network's subnets, and per-container counters. Same-network IPv4 traffic
+//! goes from one veth to the other with `bpf_redirect_peer`, skipping the bridge and the host
+//! stack; traffic towards another network's containers or subnets is dropped.
+//!
+//! The programs attach through tcx links where the kernel has them (6.6+), which are program
+//! attachments rather than tc filters: nothing grows in a rule list per container.
+
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::net::Ipv4Addr;
+
+use aya::maps::lpm_trie::{Key, LpmTrie};
+use aya::maps::{HashMap as BpfHashMap, MapData};
+use aya::programs::{SchedClassifier, TcAttachType, tc};
+
+/// The datapath's error, with what was being done.
+#[derive(Debug, thiserror::Error)]
+#[error("datapath: {what}: {message}")]
+pub struct Error {
+    pub what: String,
+    pub message: String,
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+fn err(what: impl Into<String>) -> impl FnOnce(&dyn std::fmt::Display) -> Error {
+    let what = what.into();
+    move |e| Error {
+        what,
+        message: e.to_string(),
+    }
+}
+
+macro_rules! ctx {
+    ($e:expr, $($what:tt)*) => {
+        $e.map_err(|e| err(format!($($what)*))(&e))
+    };
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+struct EndpointValue {
+    ifindex: u32,
+    network: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+struct PortValue {
+    network: u32,
+    pad: u32,
+}
+
+/// What a container sent and was sent, as the datapath saw it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    /// Packets dropped for going to another network.
+    pub dropped: u64,
+}
+
+// SAFETY: plain `repr(C)` integers without padding, the layouts the C program declares.
+unsafe impl aya::Pod for EndpointValue {}
+// SAFETY: as above.
+unsafe impl aya::Pod for PortValue {}
+// SAFETY: as above.
+unsafe impl aya::Pod for Counters {}
+
+const PROGRAMS: [(&str, TcAttachType); 2] = [
+    ("from_container", TcAttachType::Ingress),
+    ("to_container", TcAttachType::Egress),
+];
+
+/// The loaded programs and maps. Attach and detach from a thread in the host's network
+/// namespace (interface names are looked up there).
+pub struct Datapath {
+    ebpf: aya::Ebpf,
+    /// Host veth ifindex → the links made for it, and the container's address.
+    ports: HashMap<u32, Port>,
+}
+
+struct Port {
+    links: Vec<(usize, aya::programs::tc::SchedClassifierLinkId)>,
+    address: Option<Ipv4Addr>,
+}
+
+fn ifindex(name: &str) -> Result<u32> {
+    let c = CString::new(name).map_err(|e| err(format!("interface {name:?}"))(&e))?;
+    // SAFETY: a NUL-terminated string that lives across the call.
+    let index = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if index == 0 {
+        return Err(err(format!("interface {name}"))(
+            &std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(index)
+}
+
+fn classifier<'a>(ebpf: &'a mut aya::Ebpf, name: &str) -> Result<&'a mut SchedClassifier> {
+    let program = ebpf
+        .program_mut(name)
+        .ok_or_else(|| err(format!("program {name}"))(&"not in the object"))?;
+    ctx!(program.try_into(), "program {name}")
+}
+
+impl Datapath {
+    /// Loads the programs into the kernel (nothing is attached yet).
+    pub fn load() -> Result<Datapath> {
+        let mut ebpf = ctx!(
+            aya::Ebpf::load(aya::include_bytes_aligned!(concat!(
+                env!("OUT_DIR"),
+                "/datapath.o"
+            ))),
+            "load the datapath object"
+        )?;
+        for (name, _) in PROGRAMS {
+            let program = classifier(&mut ebpf, name)?;
+            ctx!(program.load(), "load program {name}")?;
+        }
+        Ok(Datapath {
+            ebpf,
+            ports: HashMap::new(),
+        })
+    }
+
+    fn map<K: aya::Pod, V: aya::Pod>(
+        &mut self,
+        name: &str,
+    ) -> Result<BpfHashMap<&mut MapData, K, V>> {
+        let map = self
+            .ebpf
+            .map_mut(name)
+            .ok_or_else(|| err(format!("map {name}"))(&"not in the object"))?;
+        ctx!(BpfHashMap::try_from(map), "map {name}")
+    }
+
+    /// Puts the datapath on the host end `host_ifname` of a container's veth, on network
+    /// `network`, the container having `address`.
+    pub fn attach(
+        &mut self,
+        host_ifname: &str,
+        network: u32,
+        address: Option<Ipv4Addr>,
+    ) -> Result<()> {
+        let index = ifindex(host_ifname)?;
+        // The clsact qdisc holds tc programs where tcx is missing; present already is fine.
+        if let Err(e) = tc::qdisc_add_clsact(host_ifname) {
+            if e.raw_os_error() != Some(libc::EEXIST) {
+                return Err(err(format!("clsact on {host_ifname}"))(&e));
+            }
+        }
+        let mut port = Port {
+            links: Vec::new(),
+            address,
+        };
+        let attached = (|| {
+            for (i, (name, kind)) in PROGRAMS.iter().enumerate() {
+                let program = classifier(&mut self.ebpf, name)?;
+                let link = ctx!(
+                    program.attach(host_ifname, *kind),
+                    "attach {name} to {host_ifname}"
+                )?;
+                port.links.push((i, link));
+            }
+            let mut ports = self.map::<u32, PortValue>("PORTS")?;
+            ctx!(
+                ports.insert(index, PortValue { network, pad: 0 }, 0),
+                "PORTS[{host_ifname}]"
+            )?;
+            let mut counters = self.map::<u32, Counters>("COUNTERS")?;
+            ctx!(
+                counters.insert(index, Counters::default(), 0),
+                "COUNTERS[{host_ifname}]"
+            )?;
+            if let Some(ip) = address {
+                let mut endpoints = self.map::<u32, EndpointValue>("ENDPOINTS")?;
+                ctx!(
+                    endpoints.insert(
+                        u32::from_ne_bytes(ip.octets()),
+                        EndpointValue {
+                            ifindex: index,
+                            network
+                        },
+                        0
+                    ),
+                    "ENDPOINTS[{ip}]"
+                )?;
+            }
+            Ok(())
+        })();
+        self.ports.insert(index, port);
+        if let Err(e) = attached {
+            let _ = self.detach_index(index);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Takes the datapath off a port (by name; a port whose veth is gone already is fine).
+    pub fn detach(&mut self, host_ifname: &str) -> Result<()> {
+        match ifindex(host_ifname) {
+            Ok(index) => self.detach_index(index),
+            // The veth went with its namespace: forget what was recorded for it.
+            Err(_) => {
+                let gone: Vec<u32> = self
+                    .ports
+                    .keys()
+                    .copied()
+                    .filter(|i| {
+                        let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+                        // SAFETY: a buffer of IF_NAMESIZE bytes, as the call requires.
+                        unsafe { libc::if_indextoname(*i, buf.as_mut_ptr()) }.is_null()
+                    })
+                    .collect();
+                for i in gone {
+                    self.detach_index(i)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn detach_index(&mut self, index: u32) -> Result<()> {
+        let Some(port) = self.ports.remove(&index) else {
+            return Ok(());
+        };
+        for (i, link) in port.links {
+            let name = PROGRAMS[i].0;
+            if let Ok(program) = classifier(&mut self.ebpf, name) {
+                // Gone with its interface already is fine.
+                let _ = program.detach(link);
+            }
+        }
+        let mut ports = self.map::<u32, PortValue>("PORTS")?;
+        let _ = ports.remove(&index);
+        let mut counters = self.map::<u32, Counters>("COUNTERS")?;
+        let _ = counters.remove(&index);
+        if let Some(ip) = port.address {
+            let mut endpoints = self.map::<u32, EndpointValue>("ENDPOINTS")?;
+            let _ = endpoints.remove(&u32::from_ne_bytes(ip.octets()));
+        }
+        Ok(())
+    }
+
+    /// The counters of a port.
+    pub fn counters(&mut self, host_ifname: &str) -> Result<Counters> {
+        let index = ifindex(host_ifname)?;
+        let counters = self.map::<u32, Counters>("COUNTERS")?;
+        ctx!(counters.get(&index, 0), "COUNTERS[{host_ifname}]")
+    }
+
+    fn subnets(&mut self) -> Result<LpmTrie<&mut MapData, u32, u32>> {
+        let map = self
+            .ebpf
+            .map_mut("SUBNETS")
+            .ok_or_else(|| err("map SUBNETS")(&"not in the object"))?;
+        ctx!(LpmTrie::try_from(map), "map SUBNETS")
+    }
+
+    /// Records an IPv4 subnet of network `network` (traffic to it from other networks drops).
+    pub fn add_subnet(&mut self, addr: Ipv4Addr, prefix: u8, network: u32) -> Result<()> {
+        let key = Key::new(prefix.into(), u32::from_ne_bytes(addr.octets()));
+        ctx!(
+            self.subnets()?.insert(&key, network, 0),
+            "SUBNETS[{addr}/{prefix}]"
+        )
+    }
+
+    pub fn remove_subnet(&mut self, addr: Ipv4Addr, prefix: u8) -> Result<()> {
+        let key = Key::new(prefix.into(), u32::from_ne_bytes(addr.octets()));
+        match self.subnets()?.remove(&key) {
+            Ok(()) => Ok(()),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(err(format!("SUBNETS[{addr}/{prefix}]"))(&e)),
+        }
+    }
+}

@@ -1,0 +1,69 @@
+//! Traffic between network namespaces for the network tests: a TCP and a UDP echo.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::time::{Duration, Instant};
+
+use crate::test_netns::TestNetns;
+
+/// How long a peer is waited for: a blocked path fails within it instead of hanging.
+const PATIENCE: Duration = Duration::from_secs(3);
+
+/// A TCP echo across namespaces: `server` listens on `addr`, `client` connects and checks.
+/// An error means the client could not get through.
+pub fn tcp_echo(server: &TestNetns, client: &TestNetns, addr: SocketAddr) -> std::io::Result<()> {
+    let listener = server.inside(|| TcpListener::bind(addr))?;
+    listener.set_nonblocking(true)?;
+    let echo = std::thread::spawn(move || -> std::io::Result<()> {
+        let deadline = Instant::now() + PATIENCE * 2;
+        let mut s = loop {
+            match listener.accept() {
+                Ok((s, _)) => break s,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if Instant::now() > deadline {
+                        return Err(e);
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        s.set_nonblocking(false)?;
+        s.set_read_timeout(Some(PATIENCE))?;
+        let mut buf = [0u8; 5];
+        s.read_exact(&mut buf)?;
+        s.write_all(&buf)
+    });
+    let got = client.inside(|| -> std::io::Result<[u8; 5]> {
+        let mut s = TcpStream::connect_timeout(&addr, PATIENCE)?;
+        s.set_read_timeout(Some(PATIENCE))?;
+        s.write_all(b"hello")?;
+        let mut buf = [0u8; 5];
+        s.read_exact(&mut buf)?;
+        Ok(buf)
+    });
+    let served = echo.join().expect("echo thread");
+    let buf = got?;
+    served?;
+    assert_eq!(&buf, b"hello");
+    Ok(())
+}
+
+pub fn udp_echo(server: &TestNetns, client: &TestNetns, addr: SocketAddr) {
+    let sock = server.inside(|| UdpSocket::bind(addr)).unwrap();
+    let echo = std::thread::spawn(move || {
+        let mut buf = [0u8; 16];
+        let (n, from) = sock.recv_from(&mut buf).unwrap();
+        sock.send_to(&buf[..n], from).unwrap();
+    });
+    let got = client.inside(|| {
+        let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        s.send_to(b"ping", addr).unwrap();
+        let mut buf = [0u8; 16];
+        let n = s.recv(&mut buf).unwrap();
+        buf[..n].to_vec()
+    });
+    echo.join().unwrap();
+    assert_eq!(got, b"ping");
+}
