@@ -17,22 +17,6 @@ use berth_network::ipam::{Ipam, SubnetRequest};
 use berth_network::{Bridge, EndpointRequest, NetworkDriver, NetworkSpec};
 use criterion::{Criterion, criterion_group, criterion_main};
 
-/// Runs `f` on a thread inside `ns`.
-fn inside<T: Send>(ns: &TestNetns, f: impl FnOnce() -> T + Send) -> T {
-    let file = ns.file();
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            use std::os::fd::AsRawFd;
-            // SAFETY: setns on this thread only, with a descriptor that outlives the call.
-            let r = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(r, 0, "setns");
-            f()
-        })
-        .join()
-        .expect("thread in the namespace")
-    })
-}
-
 fn ip(args: &[&str]) {
     let st = Command::new("ip").args(args).status().expect("ip");
     assert!(st.success(), "ip {args:?}");
@@ -51,7 +35,7 @@ fn join(c: &mut Criterion) {
         }],
         ..Default::default()
     };
-    let network = inside(&host, || bridge.create(&spec)).unwrap();
+    let network = host.inside(|| bridge.create(&spec)).unwrap();
     let br = network.interface.clone().unwrap();
     let mut g = c.benchmark_group("network/join bridge");
     g.sample_size(30);
@@ -64,7 +48,7 @@ fn join(c: &mut Criterion) {
                 let container = TestNetns::create();
                 let file = container.file();
                 let id = format!("e{n}");
-                let (took, endpoint) = inside(&host, || {
+                let (took, endpoint) = host.inside(|| {
                     let start = Instant::now();
                     let e = bridge
                         .join(
@@ -82,7 +66,8 @@ fn join(c: &mut Criterion) {
                 });
                 total += took;
                 // As when a container is removed: its namespace takes the veth along.
-                inside(&host, || bridge.leave(&network, &endpoint, None)).unwrap();
+                host.inside(|| bridge.leave(&network, &endpoint, None))
+                    .unwrap();
             }
             total
         })
@@ -128,7 +113,7 @@ fn throughput(c: &mut Criterion) {
         let dir = tempfile::tempdir().unwrap();
         let ipam = Arc::new(Ipam::open(dir.path()).unwrap());
         let bridge = if datapath {
-            let dp = inside(&host, berth_bpf::Datapath::load).unwrap();
+            let dp = host.inside(berth_bpf::Datapath::load).unwrap();
             Bridge::with_datapath(ipam, Arc::new(std::sync::Mutex::new(dp)))
         } else {
             Bridge::new(ipam)
@@ -142,32 +127,19 @@ fn throughput(c: &mut Criterion) {
             }],
             ..Default::default()
         };
-        let network = inside(&host, || bridge.create(&spec)).unwrap();
+        let network = host.inside(|| bridge.create(&spec)).unwrap();
         let mut ips = Vec::new();
         for (id, ns) in [("a", &a), ("b", &b)] {
-            let file = ns.file();
-            let e = inside(&host, || {
-                bridge.join(
-                    &network,
-                    &EndpointRequest {
-                        id,
-                        netns: file.as_fd(),
-                        ifname: "eth0",
-                        static_ips: &[],
-                        default_route: true,
-                    },
-                )
-            })
-            .unwrap();
+            let e = berth_kernel_tests::net_probe::join(&host, &bridge, &network, id, ns).unwrap();
             ips.push(e.addresses[0].0);
         }
         let to = std::net::SocketAddr::new(ips[1], 7301);
-        let listener = inside(&b, || std::net::TcpListener::bind(to)).unwrap();
+        let listener = b.inside(|| std::net::TcpListener::bind(to)).unwrap();
         let sink = std::thread::spawn(move || {
             let (mut s, _) = listener.accept().unwrap();
             std::io::copy(&mut s, &mut std::io::sink()).unwrap()
         });
-        let mut stream = inside(&a, || std::net::TcpStream::connect(to)).unwrap();
+        let mut stream = a.inside(|| std::net::TcpStream::connect(to)).unwrap();
         let buf = vec![7u8; CHUNK];
         let name = if datapath {
             "berth datapath (redirect_peer)"

@@ -1,10 +1,39 @@
-//! Traffic between network namespaces for the network tests: a TCP and a UDP echo.
+//! For the network tests and benches: a container joined to a network from a "host"
+//! namespace, and traffic between namespaces (a TCP and a UDP echo).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
+use std::os::fd::AsFd;
+
+use berth_network::{Endpoint, EndpointRequest, Network, NetworkDriver};
+
 use crate::test_netns::TestNetns;
+
+/// Joins the namespace `container` to `network` as `eth0` (default route included), the
+/// driver running in `host`.
+pub fn join(
+    host: &TestNetns,
+    driver: &dyn NetworkDriver,
+    network: &Network,
+    id: &str,
+    container: &TestNetns,
+) -> berth_network::Result<Endpoint> {
+    let file = container.file();
+    host.inside(|| {
+        driver.join(
+            network,
+            &EndpointRequest {
+                id,
+                netns: file.as_fd(),
+                ifname: "eth0",
+                static_ips: &[],
+                default_route: true,
+            },
+        )
+    })
+}
 
 /// How long a peer is waited for: a blocked path fails within it instead of hanging.
 const PATIENCE: Duration = Duration::from_secs(3);

@@ -8,10 +8,10 @@ use std::os::fd::AsFd;
 use std::sync::{Arc, Mutex};
 
 use berth_bpf::Datapath;
-use berth_kernel_tests::net_probe::tcp_echo;
+use berth_kernel_tests::net_probe::{self, tcp_echo};
 use berth_kernel_tests::test_netns::TestNetns;
 use berth_network::ipam::{Ipam, SubnetRequest};
-use berth_network::{Bridge, Endpoint, EndpointRequest, Network, NetworkDriver, NetworkSpec};
+use berth_network::{Bridge, Endpoint, Network, NetworkDriver, NetworkSpec};
 
 fn spec(id: &str, subnet: &str) -> NetworkSpec {
     NetworkSpec {
@@ -26,20 +26,7 @@ fn spec(id: &str, subnet: &str) -> NetworkSpec {
 }
 
 fn join(host: &TestNetns, bridge: &Bridge, network: &Network, id: &str, c: &TestNetns) -> Endpoint {
-    let file = c.file();
-    host.inside(|| {
-        bridge.join(
-            network,
-            &EndpointRequest {
-                id,
-                netns: file.as_fd(),
-                ifname: "eth0",
-                static_ips: &[],
-                default_route: true,
-            },
-        )
-    })
-    .unwrap()
+    net_probe::join(host, bridge, network, id, c).unwrap()
 }
 
 fn datapath(host: &TestNetns) -> Arc<Mutex<Datapath>> {

@@ -9,14 +9,11 @@ use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::Duration;
 
-use berth_kernel_tests::net_probe::{tcp_echo, udp_echo};
+use berth_kernel_tests::net_probe::{join, tcp_echo, udp_echo};
 use berth_kernel_tests::test_netns::TestNetns;
 use berth_kernel_tests::vm;
 use berth_network::ipam::{Ipam, SubnetRequest};
-use berth_network::{
-    Bridge, Endpoint, EndpointRequest, Error, Macvlan, Network, NetworkDriver, NetworkSpec,
-    NoneDriver,
-};
+use berth_network::{Bridge, Error, Macvlan, NetworkDriver, NetworkSpec, NoneDriver};
 
 fn net(s: &str) -> ipnet::IpNet {
     s.parse().unwrap()
@@ -36,28 +33,6 @@ fn spec(id: &str, subnet: Option<&str>) -> NetworkSpec {
             .unwrap_or_default(),
         ..Default::default()
     }
-}
-
-fn join(
-    host: &TestNetns,
-    driver: &dyn NetworkDriver,
-    network: &Network,
-    id: &str,
-    container: &TestNetns,
-) -> berth_network::Result<Endpoint> {
-    let file = container.file();
-    host.inside(|| {
-        driver.join(
-            network,
-            &EndpointRequest {
-                id,
-                netns: file.as_fd(),
-                ifname: "eth0",
-                static_ips: &[],
-                default_route: true,
-            },
-        )
-    })
 }
 
 #[test]

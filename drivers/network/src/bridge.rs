@@ -9,7 +9,8 @@ use std::sync::{Arc, Mutex};
 use berth_bpf::Datapath;
 
 use crate::driver::{
-    Endpoint, EndpointRequest, Network, NetworkDriver, NetworkSpec, check_ifname, tag,
+    Endpoint, EndpointRequest, Network, NetworkDriver, NetworkSpec, allocate_addresses,
+    check_ifname, delete_links, tag,
 };
 use crate::error::{Error, Result};
 use crate::ipam::{Ipam, SubnetRequest};
@@ -191,16 +192,7 @@ impl NetworkDriver for Bridge {
             }
         }
         let host = Rtnl::open().map_err(io_err("rtnetlink"))?;
-        for link in &network.created_links {
-            if let Some(i) = host
-                .link_index(link)
-                .map_err(io_err(format!("find {link}")))?
-            {
-                host.delete_link(i)
-                    .map_err(io_err(format!("delete {link}")))?;
-            }
-        }
-        Ok(())
+        delete_links(&host, &network.created_links)
     }
 
     fn join(&self, network: &Network, req: &EndpointRequest<'_>) -> Result<Endpoint> {
@@ -210,24 +202,7 @@ impl NetworkDriver for Bridge {
             .as_deref()
             .ok_or_else(|| Error::Invalid(format!("network {} has no bridge", network.name)))?;
         let host_ifname = format!("veth{}", &tag(&[&network.id, req.id])[..11]);
-        let ips = self.ipam.allocate(&network.id, req.id, req.static_ips)?;
-        let subnets = self.ipam.subnets(&network.id)?;
-        let addresses: Vec<(IpAddr, u8)> = ips
-            .iter()
-            .map(|ip| {
-                let prefix = subnets
-                    .iter()
-                    .find(|s| s.subnet.contains(ip))
-                    .map(|s| s.subnet.prefix_len())
-                    .unwrap_or(32);
-                (*ip, prefix)
-            })
-            .collect();
-        let gateways: Vec<IpAddr> = if req.default_route {
-            subnets.iter().map(|s| s.gateway).collect()
-        } else {
-            Vec::new()
-        };
+        let (addresses, gateways) = allocate_addresses(&self.ipam, network, req)?;
         let host = Rtnl::open().map_err(io_err("rtnetlink"))?;
         let joined = (|| {
             let bridge_index = host

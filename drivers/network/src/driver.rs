@@ -7,7 +7,8 @@ use std::os::fd::BorrowedFd;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::ipam::{Subnet, SubnetRequest};
+use crate::ipam::{Ipam, Subnet, SubnetRequest};
+use crate::netlink::Rtnl;
 
 /// What a caller asks for when it creates a network.
 #[derive(Clone, Debug, Default)]
@@ -115,4 +116,49 @@ pub(crate) fn tag(parts: &[&str]) -> String {
         }
     }
     format!("{h:016x}")
+}
+
+/// An endpoint's addresses with their prefix lengths, and its gateways.
+pub(crate) type Addressing = (Vec<(IpAddr, u8)>, Vec<IpAddr>);
+
+/// Addresses for an endpoint from IPAM, with their prefix lengths, and the gateways when the
+/// endpoint takes its default route from this network.
+pub(crate) fn allocate_addresses(
+    ipam: &Ipam,
+    network: &Network,
+    req: &EndpointRequest<'_>,
+) -> Result<Addressing> {
+    let ips = ipam.allocate(&network.id, req.id, req.static_ips)?;
+    let subnets = ipam.subnets(&network.id)?;
+    let addresses = ips
+        .iter()
+        .map(|ip| {
+            let prefix = subnets
+                .iter()
+                .find(|s| s.subnet.contains(ip))
+                .map(|s| s.subnet.prefix_len())
+                .unwrap_or(if ip.is_ipv4() { 32 } else { 128 });
+            (*ip, prefix)
+        })
+        .collect();
+    let gateways = if req.default_route {
+        subnets.iter().map(|s| s.gateway).collect()
+    } else {
+        Vec::new()
+    };
+    Ok((addresses, gateways))
+}
+
+/// Deletes the links a driver made for a network (gone already is fine).
+pub(crate) fn delete_links(host: &Rtnl, links: &[String]) -> Result<()> {
+    for link in links {
+        let index = host
+            .link_index(link)
+            .map_err(|e| Error::io(format!("find {link}"), e))?;
+        if let Some(i) = index {
+            host.delete_link(i)
+                .map_err(|e| Error::io(format!("delete {link}"), e))?;
+        }
+    }
+    Ok(())
 }

@@ -9,7 +9,10 @@ use std::sync::Arc;
 use netlink_packet_route::link::MacVlanMode;
 
 use crate::bridge::{configure_inside, io_err};
-use crate::driver::{Endpoint, EndpointRequest, Network, NetworkDriver, NetworkSpec, check_ifname};
+use crate::driver::{
+    Endpoint, EndpointRequest, Network, NetworkDriver, NetworkSpec, allocate_addresses,
+    check_ifname, delete_links,
+};
 use crate::error::{Error, Result};
 use crate::ipam::{Ipam, SubnetRequest};
 use crate::netlink::Rtnl;
@@ -120,16 +123,7 @@ impl NetworkDriver for Macvlan {
     fn delete(&self, network: &Network) -> Result<()> {
         self.ipam.delete(&network.id)?;
         let host = Rtnl::open().map_err(io_err("rtnetlink"))?;
-        for link in &network.created_links {
-            if let Some(i) = host
-                .link_index(link)
-                .map_err(io_err(format!("find {link}")))?
-            {
-                host.delete_link(i)
-                    .map_err(io_err(format!("delete {link}")))?;
-            }
-        }
-        Ok(())
+        delete_links(&host, &network.created_links)
     }
 
     fn join(&self, network: &Network, req: &EndpointRequest<'_>) -> Result<Endpoint> {
@@ -139,24 +133,7 @@ impl NetworkDriver for Macvlan {
             .as_deref()
             .ok_or_else(|| Error::Invalid(format!("network {} has no parent", network.name)))?;
         let mode = mode(network)?;
-        let ips = self.ipam.allocate(&network.id, req.id, req.static_ips)?;
-        let subnets = self.ipam.subnets(&network.id)?;
-        let addresses: Vec<_> = ips
-            .iter()
-            .map(|ip| {
-                let prefix = subnets
-                    .iter()
-                    .find(|s| s.subnet.contains(ip))
-                    .map(|s| s.subnet.prefix_len())
-                    .unwrap_or(32);
-                (*ip, prefix)
-            })
-            .collect();
-        let gateways: Vec<_> = if req.default_route {
-            subnets.iter().map(|s| s.gateway).collect()
-        } else {
-            Vec::new()
-        };
+        let (addresses, gateways) = allocate_addresses(&self.ipam, network, req)?;
         let joined = (|| {
             let host = Rtnl::open().map_err(io_err("rtnetlink"))?;
             let parent_index = host
