@@ -1,6 +1,6 @@
 //! berth's network drivers: none, host, bridge and macvlan behind one [`NetworkDriver`] trait,
-//! every link, address and route made over rtnetlink (never by running `ip`), and [`ipam`],
-//! the crash-safe address store.
+//! every link, address and route made over rtnetlink (never by running `ip`), [`ipam`], the
+//! crash-safe address store, and [`etc_files`], a container's hosts, hostname and resolv.conf.
 //!
 //! A driver works in the network namespace of the thread that calls it (the host's, for a
 //! daemon; a test namespace, for the tests); containers are network namespaces the caller
@@ -9,6 +9,7 @@
 mod bridge;
 mod driver;
 mod error;
+pub mod etc_files;
 pub mod ipam;
 mod macvlan;
 mod netlink;
