@@ -222,7 +222,14 @@ fn preserved_fds_pass_and_nothing_else_leaks() {
     unsafe {
         use std::os::unix::process::CommandExt;
         cmd.pre_exec(move || {
-            if libc::dup2(fd, 3) < 0 {
+            // dup2 onto itself keeps close-on-exec set: when the file is fd 3 already (it can
+            // be, with other tests' descriptors closed), clear the flag instead.
+            let r = if fd == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(fd, 3)
+            };
+            if r < 0 {
                 return Err(std::io::Error::last_os_error());
             }
             // The copy of `extra` stays open (no CLOEXEC) as a host fd that must not leak.

@@ -17,10 +17,17 @@ use serde_json::json;
 fn output_with_fd7(mut cmd: std::process::Command, leaked: &Path) -> (i32, String, String) {
     let file = fs::File::open(leaked).unwrap();
     let raw = file.as_raw_fd();
-    // SAFETY: only dup2 (async-signal-safe) between fork and exec; `file` outlives the spawn.
+    // SAFETY: only dup2 and fcntl (async-signal-safe) between fork and exec; `file` outlives
+    // the spawn.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::dup2(raw, 7) < 0 {
+            // dup2 onto itself would keep close-on-exec: clear it when the file is fd 7 already.
+            let r = if raw == 7 {
+                libc::fcntl(7, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(raw, 7)
+            };
+            if r < 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
