@@ -206,3 +206,20 @@ pub(crate) fn remove_tree(path: &Path) -> Result<()> {
         Err(e) => Err(e).at("remove", path),
     }
 }
+
+/// Replaces `path` with `bytes` so that a crash leaves the old or the new content: a temporary
+/// file written and fsynced, renamed over, and the directory fsynced.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    let mut tmp_name = path.as_os_str().to_owned();
+    tmp_name.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp_name);
+    let mut f = fs::File::create(&tmp).at("create", &tmp)?;
+    f.write_all(bytes).at("write", &tmp)?;
+    f.sync_all().at("fsync", &tmp)?;
+    fs::rename(&tmp, path).at("rename", path)?;
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .at("fsync", dir)
+}

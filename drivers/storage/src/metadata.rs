@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
@@ -129,20 +128,11 @@ impl MetaStore {
 
 impl Locked<'_> {
     pub fn save(&self) -> Result<()> {
-        let path = &self.store.path;
-        let dir = path.parent().unwrap_or(Path::new("/"));
-        let tmp = path.with_extension("json.tmp");
         let bytes = serde_json::to_vec(&self.records).map_err(|e| Error::Sys {
             op: "encode snapshot records".into(),
             source: e.into(),
         })?;
-        let mut f = fs::File::create(&tmp).at("create", &tmp)?;
-        f.write_all(&bytes).at("write", &tmp)?;
-        f.sync_all().at("fsync", &tmp)?;
-        fs::rename(&tmp, path).at("rename", path)?;
-        fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .at("fsync", dir)
+        crate::fsutil::write_atomic(&self.store.path, &bytes)
     }
 }
 

@@ -5,7 +5,7 @@
 //! device is still open somewhere) is written down and deleted later.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
@@ -199,10 +199,6 @@ fn dm_error(op: impl Into<String>) -> impl FnOnce(DmError) -> Error {
     }
 }
 
-fn errno_of(e: &Error) -> Option<i32> {
-    e.raw_os_error()
-}
-
 fn name(s: String) -> Result<DmNameBuf> {
     DmNameBuf::new(s.clone()).map_err(dm_error(format!("device name {s:?}")))
 }
@@ -261,7 +257,7 @@ impl ThinPool {
             }
             Err(_) => Self::activate_pool(&dm, &pool_name, state, config, &layout)?,
         };
-        write_atomic(
+        crate::fsutil::write_atomic(
             &layout_path,
             &serde_json::to_vec(&layout).unwrap_or_default(),
         )?;
@@ -359,7 +355,7 @@ impl ThinPool {
         }
         let msg = format!("create_snap {id} {origin}");
         let mut result = self.message(&msg);
-        if result.as_ref().err().and_then(errno_of) == Some(libc::EEXIST) {
+        if result.as_ref().err().and_then(Error::raw_os_error) == Some(libc::EEXIST) {
             // The pool holds an id no snapshot directory claims (berth's records were lost):
             // the id is free to reuse.
             log::warn!("devicemapper: thin id {id} was left in the pool; deleting it");
@@ -382,8 +378,8 @@ impl ThinPool {
         match self.message(&format!("delete {id}")) {
             Ok(()) => Ok(()),
             // ENODATA: the pool has no such id.
-            Err(e) if errno_of(&e) == Some(libc::ENODATA) => Ok(()),
-            Err(e) if errno_of(&e) == Some(libc::EBUSY) => {
+            Err(e) if e.raw_os_error() == Some(libc::ENODATA) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
                 log::info!("devicemapper: thin id {id} is busy; deleting it later");
                 self.defer_delete(id)
             }
@@ -413,7 +409,7 @@ impl ThinPool {
 
     fn write_deferred(&self, ids: &[u64]) -> Result<()> {
         let text: String = ids.iter().map(|i| format!("{i}\n")).collect();
-        write_atomic(&self.deferred_path(), text.as_bytes())
+        crate::fsutil::write_atomic(&self.deferred_path(), text.as_bytes())
     }
 
     /// Deletes the ids whose devices were busy before.
@@ -428,7 +424,7 @@ impl ThinPool {
                 let gone = self.is_active(id).is_none()
                     && match self.message(&format!("delete {id}")) {
                         Ok(()) => true,
-                        Err(e) => errno_of(&e) == Some(libc::ENODATA),
+                        Err(e) => e.raw_os_error() == Some(libc::ENODATA),
                     };
                 !gone
             })
@@ -771,14 +767,6 @@ fn loop_number(dev: &LoopDevice) -> Result<Device> {
         major: dev.major().op(op)?,
         minor: dev.minor().op(op)?,
     })
-}
-
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut f = File::create(&tmp).at("create", &tmp)?;
-    f.write_all(bytes).at("write", &tmp)?;
-    f.sync_all().at("sync", &tmp)?;
-    fs::rename(&tmp, path).at("rename", path)
 }
 
 /// The space of the pool a driver root uses, for `info`-style reporting, without opening the
