@@ -10,9 +10,9 @@ use berth_bpf::Datapath;
 
 use crate::driver::{
     Endpoint, EndpointRequest, Network, NetworkDriver, NetworkSpec, allocate_addresses,
-    check_ifname, delete_links, tag,
+    check_ifname, configure_inside, delete_links, tag,
 };
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, io_err};
 use crate::ipam::{Ipam, SubnetRequest};
 use crate::netlink::Rtnl;
 
@@ -61,47 +61,6 @@ impl Bridge {
 /// The datapath's number for a network (its maps' network field).
 pub(crate) fn network_number(id: &str) -> u32 {
     u32::from_str_radix(&tag(&[id])[..8], 16).unwrap_or(1)
-}
-
-pub(crate) fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
-    let what = what.into();
-    move |e| Error::io(what, e)
-}
-
-/// The container side: addresses, up, loopback up, default routes.
-pub(crate) fn configure_inside(
-    netns: BorrowedFd<'_>,
-    ifname: &str,
-    addresses: &[(IpAddr, u8)],
-    gateways: &[IpAddr],
-) -> Result<()> {
-    let inside = Rtnl::open_in(netns).map_err(io_err("rtnetlink in the container"))?;
-    let index = inside
-        .link_index(ifname)
-        .map_err(io_err(format!("find {ifname} in the container")))?
-        .ok_or_else(|| Error::NotFound(format!("{ifname} in the container")))?;
-    for (ip, prefix) in addresses {
-        inside
-            .add_address(index, *ip, *prefix)
-            .map_err(io_err(format!(
-                "add {ip}/{prefix} to {ifname} in the container"
-            )))?;
-    }
-    inside
-        .set_up(index)
-        .map_err(io_err(format!("set {ifname} up in the container")))?;
-    if let Some(lo) = inside.link_index("lo").map_err(io_err("find lo"))? {
-        inside.set_up(lo).map_err(io_err("set lo up"))?;
-    }
-    for gw in gateways {
-        match inside.add_default_route(*gw) {
-            Ok(()) => {}
-            // Another network gave the default route of this family already.
-            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
-            Err(e) => return Err(Error::io(format!("default route via {gw}"), e)),
-        }
-    }
-    Ok(())
 }
 
 impl NetworkDriver for Bridge {

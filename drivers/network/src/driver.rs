@@ -6,7 +6,7 @@ use std::os::fd::BorrowedFd;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, io_err};
 use crate::ipam::{Ipam, Subnet, SubnetRequest};
 use crate::netlink::Rtnl;
 
@@ -158,6 +158,42 @@ pub(crate) fn delete_links(host: &Rtnl, links: &[String]) -> Result<()> {
         if let Some(i) = index {
             host.delete_link(i)
                 .map_err(|e| Error::io(format!("delete {link}"), e))?;
+        }
+    }
+    Ok(())
+}
+
+/// The container side: addresses, up, loopback up, default routes.
+pub(crate) fn configure_inside(
+    netns: BorrowedFd<'_>,
+    ifname: &str,
+    addresses: &[(IpAddr, u8)],
+    gateways: &[IpAddr],
+) -> Result<()> {
+    let inside = Rtnl::open_in(netns).map_err(io_err("rtnetlink in the container"))?;
+    let index = inside
+        .link_index(ifname)
+        .map_err(io_err(format!("find {ifname} in the container")))?
+        .ok_or_else(|| Error::NotFound(format!("{ifname} in the container")))?;
+    for (ip, prefix) in addresses {
+        inside
+            .add_address(index, *ip, *prefix)
+            .map_err(io_err(format!(
+                "add {ip}/{prefix} to {ifname} in the container"
+            )))?;
+    }
+    inside
+        .set_up(index)
+        .map_err(io_err(format!("set {ifname} up in the container")))?;
+    if let Some(lo) = inside.link_index("lo").map_err(io_err("find lo"))? {
+        inside.set_up(lo).map_err(io_err("set lo up"))?;
+    }
+    for gw in gateways {
+        match inside.add_default_route(*gw) {
+            Ok(()) => {}
+            // Another network gave the default route of this family already.
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+            Err(e) => return Err(Error::io(format!("default route via {gw}"), e)),
         }
     }
     Ok(())

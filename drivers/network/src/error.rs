@@ -40,3 +40,9 @@ impl Error {
         }
     }
 }
+
+/// Maps an I/O error to [`Error::Io`] with what was being done.
+pub(crate) fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> Error {
+    let what = what.into();
+    move |e| Error::io(what, e)
+}

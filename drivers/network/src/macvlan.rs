@@ -8,12 +8,11 @@ use std::sync::Arc;
 
 use netlink_packet_route::link::MacVlanMode;
 
-use crate::bridge::{configure_inside, io_err};
 use crate::driver::{
     Endpoint, EndpointRequest, Network, NetworkDriver, NetworkSpec, allocate_addresses,
-    check_ifname, delete_links,
+    check_ifname, configure_inside, delete_links,
 };
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, io_err};
 use crate::ipam::{Ipam, SubnetRequest};
 use crate::netlink::Rtnl;
 

@@ -2,9 +2,8 @@
 
 use std::os::fd::BorrowedFd;
 
-use crate::bridge::io_err;
 use crate::driver::{Endpoint, EndpointRequest, Network, NetworkDriver, NetworkSpec};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, io_err};
 use crate::netlink::Rtnl;
 
 fn network(spec: &NetworkSpec, driver: &str) -> Result<Network> {
