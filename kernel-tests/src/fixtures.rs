@@ -30,6 +30,30 @@ pub struct Fixtures {
     pub oci_layout: PathBuf,
 }
 
+impl Fixtures {
+    /// The OCI image's (only) layer: its digest and its blob.
+    pub fn layer(&self) -> io::Result<(String, PathBuf)> {
+        let blob = |digest: &str| {
+            self.oci_layout
+                .join("blobs/sha256")
+                .join(digest.trim_start_matches("sha256:"))
+        };
+        let json = |path: PathBuf| -> io::Result<serde_json::Value> {
+            Ok(serde_json::from_slice(&fs::read(path)?)?)
+        };
+        let index = json(self.oci_layout.join("index.json"))?;
+        let manifest = json(blob(
+            index["manifests"][0]["digest"].as_str().unwrap_or_default(),
+        ))?;
+        let digest = manifest["layers"][0]["digest"]
+            .as_str()
+            .ok_or_else(|| err("the busybox image's manifest has no layer"))?
+            .to_string();
+        let path = blob(&digest);
+        Ok((digest, path))
+    }
+}
+
 /// The workspace's target directory (honours CARGO_TARGET_DIR).
 pub fn target_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {

@@ -227,6 +227,14 @@ impl Initramfs {
         Ok(())
     }
 
+    /// The busybox fixtures as built, stamps included, at the paths the tests know (without
+    /// the stamps the guest would try to rebuild them).
+    pub fn busybox_fixtures(&mut self) -> io::Result<()> {
+        let f = fixtures::busybox();
+        self.tree(&f.bundle)?;
+        self.tree(&f.oci_layout)
+    }
+
     /// A host directory tree at its own path (symlinks kept as symlinks).
     pub fn tree(&mut self, host: &Path) -> io::Result<()> {
         let meta = fs::symlink_metadata(host)?;

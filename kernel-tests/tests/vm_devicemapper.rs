@@ -53,10 +53,7 @@ fn runs_in_the_vm() {
             .file(Path::new("/etc/mke2fs.conf"), Path::new("/etc/mke2fs.conf"))
             .unwrap();
     }
-    // The fixtures as built, stamps included, at the paths the tests know.
-    let f = fixtures::busybox();
-    initramfs.tree(&f.bundle).unwrap();
-    initramfs.tree(&f.oci_layout).unwrap();
+    initramfs.busybox_fixtures().unwrap();
     let command = format!(
         "dmesg -n 1; cd /tmp && export BERTH_TEST_STORAGE_DRIVERS=devicemapper RUST_BACKTRACE=1\n\
          {} --test-threads=1 --exact {} 2>&1 || exit 1\n\
@@ -140,31 +137,13 @@ fn dm_devices_in_use() -> Vec<String> {
     all.into_iter().filter(|n| !n.contains("-idle-")).collect()
 }
 
-/// The busybox fixture's (only) layer blob.
-fn busybox_layer() -> (String, PathBuf) {
-    let layout = &fixtures::busybox().oci_layout;
-    let read = |digest: &str| -> serde_json::Value {
-        let hex = digest.trim_start_matches("sha256:");
-        serde_json::from_slice(&fs::read(layout.join("blobs/sha256").join(hex)).unwrap()).unwrap()
-    };
-    let index: serde_json::Value =
-        serde_json::from_slice(&fs::read(layout.join("index.json")).unwrap()).unwrap();
-    let manifest = read(index["manifests"][0]["digest"].as_str().unwrap());
-    let digest = manifest["layers"][0]["digest"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let hex = digest.trim_start_matches("sha256:").to_string();
-    (digest, layout.join("blobs/sha256").join(hex))
-}
-
 #[test]
 #[ignore = "runs inside the VM harness (device-mapper); see runs_in_the_vm"]
 fn an_image_layer_and_a_container_on_it() {
     let before = dm_devices();
     {
         let (s, _root) = open(&storage::devicemapper_config());
-        let (digest, blob) = busybox_layer();
+        let (digest, blob) = fixtures::busybox().layer().unwrap();
         let opts = ApplyOptions {
             digest: Some(digest.clone()),
             ..Default::default()

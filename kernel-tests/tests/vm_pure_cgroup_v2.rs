@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use berth_kernel_tests::harness::{Bundle, Runtime, runtime_binary, unique};
-use berth_kernel_tests::{fixtures, vm};
+use berth_kernel_tests::vm;
 use serde_json::json;
 
 const IN_VM: &str = "runs inside the VM harness (pure cgroup v2); see runs_in_the_vm";
@@ -21,10 +21,7 @@ fn runs_in_the_vm() {
     initramfs
         .file(&runtime_binary(), &runtime_binary())
         .unwrap();
-    // The fixtures as built, stamps included, at the paths the tests know.
-    let f = fixtures::busybox();
-    initramfs.tree(&f.bundle).unwrap();
-    initramfs.tree(&f.oci_layout).unwrap();
+    initramfs.busybox_fixtures().unwrap();
     let command = format!(
         "cd /tmp && {} --ignored --test-threads=1 2>&1\n",
         me.display()

@@ -30,13 +30,9 @@ fn main() {
             None => eprintln!("berth-compare-vm: {peer} is not installed; left out"),
         }
     }
-    let f = fixtures::busybox();
-    // The fixtures as built (stamps too, or the guest would try to rebuild them).
-    for tree in [&f.bundle, &f.oci_layout] {
-        initramfs
-            .tree(tree)
-            .unwrap_or_else(|e| fail(&e.to_string()));
-    }
+    initramfs
+        .busybox_fixtures()
+        .unwrap_or_else(|e| fail(&format!("fixtures: {e}")));
     let command = format!(
         "{} --out /tmp/bench {} 2>&1 && cat /tmp/bench/compare.md\n",
         compare.display(),

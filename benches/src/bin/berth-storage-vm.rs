@@ -50,13 +50,9 @@ fn host(runs: usize) {
             .binary(bin)
             .unwrap_or_else(|e| fail(&format!("{}: {e}", bin.display())));
     }
-    let f = fixtures::busybox();
-    // The fixtures as built (stamps too, or the guest would try to rebuild them).
-    for tree in [&f.bundle, &f.oci_layout] {
-        initramfs
-            .tree(tree)
-            .unwrap_or_else(|e| fail(&e.to_string()));
-    }
+    initramfs
+        .busybox_fixtures()
+        .unwrap_or_else(|e| fail(&format!("fixtures: {e}")));
     let command = format!(
         "dmesg -n 1; cd /tmp && {} --guest --runs {runs} 2>&1 || {{ dmesg | tail -20; exit 1; }}\n",
         me.display()
@@ -119,32 +115,6 @@ fn host(runs: usize) {
     print!("{md}");
 }
 
-/// The busybox fixture's layer blob and its digest.
-fn busybox_layer() -> (String, PathBuf) {
-    let layout = &fixtures::busybox().oci_layout;
-    let read = |path: PathBuf| -> serde_json::Value {
-        serde_json::from_slice(
-            &fs::read(&path).unwrap_or_else(|e| fail(&format!("{}: {e}", path.display()))),
-        )
-        .unwrap_or_else(|e| fail(&format!("{}: {e}", path.display())))
-    };
-    let blob = |digest: &str| {
-        layout
-            .join("blobs/sha256")
-            .join(digest.trim_start_matches("sha256:"))
-    };
-    let index = read(layout.join("index.json"));
-    let manifest = read(blob(
-        index["manifests"][0]["digest"].as_str().unwrap_or_default(),
-    ));
-    let digest = manifest["layers"][0]["digest"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    let path = blob(&digest);
-    (digest, path)
-}
-
 fn run(cmd: &mut Command) {
     let out = cmd
         .output()
@@ -185,7 +155,9 @@ fn guest(runs: usize) {
                 .unwrap_or_else(|e| fail(&e.to_string())),
         ),
     ];
-    let (digest, blob) = busybox_layer();
+    let (digest, blob) = fixtures::busybox()
+        .layer()
+        .unwrap_or_else(|e| fail(&format!("busybox layer: {e}")));
     let opts = ApplyOptions {
         digest: Some(digest.clone()),
         ..Default::default()
