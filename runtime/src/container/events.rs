@@ -17,6 +17,17 @@ impl Container {
         self.record.cgroup.stats()
     }
 
+    /// How many processes the kernel has killed in this container's cgroup for want of memory
+    /// (`oom_kill` of memory.oom_control on v1, of memory.events on v2); 0 without a memory
+    /// controller. Read it before `delete`, which removes the cgroup.
+    pub fn oom_kills(&self) -> u64 {
+        match self.record.cgroup.dir_for("memory") {
+            Some(dir) if dir.unified => oom_kills(&dir.path.join("memory.events")),
+            Some(dir) => oom_kills(&dir.path.join("memory.oom_control")),
+            None => 0,
+        }
+    }
+
     /// Writes one JSON event per line to `out` until the container stops: `oom` when the
     /// kernel killed something for memory, `stats` every `interval`.
     pub fn events(&self, interval: Duration, out: &mut dyn Write) -> Result<()> {
