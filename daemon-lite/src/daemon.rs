@@ -1,0 +1,113 @@
+//! The daemon's state: its directories, stores and registries, opened once at start.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use berth_runtime::Runtime;
+
+use crate::containers::Containers;
+use crate::events::Events;
+use crate::images::ImageStore;
+use crate::records;
+use crate::volumes::Volumes;
+
+/// Where things live and how the daemon runs (berthd's flags).
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Persistent state: images, layers, container records and logs, volumes.
+    pub root: PathBuf,
+    /// Runtime state, gone at reboot: bundles, monitor sockets, the runtime's state root.
+    pub exec_root: PathBuf,
+    /// The API socket.
+    pub socket: PathBuf,
+    /// overlay2, btrfs, vfs (devicemapper needs a mount path the daemon does not take yet).
+    pub storage_driver: String,
+    /// The `berth-monitor` binary.
+    pub monitor: PathBuf,
+}
+
+impl Config {
+    pub const DEFAULT_ROOT: &'static str = "/var/lib/berth";
+    pub const DEFAULT_EXEC_ROOT: &'static str = "/run/berth";
+    pub const DEFAULT_SOCKET: &'static str = "/run/berth/berth.sock";
+
+    pub fn runtime_root(&self) -> PathBuf {
+        self.exec_root.join("runtime")
+    }
+
+    /// A container's bundle and monitor files.
+    pub fn bundle_dir(&self, id: &str) -> PathBuf {
+        self.exec_root.join("containers").join(id)
+    }
+
+    /// A running container's monitor socket; short, as socket paths must fit in 108 bytes.
+    pub fn monitor_socket(&self, id: &str) -> PathBuf {
+        self.exec_root.join("m").join(crate::names::short(id))
+    }
+}
+
+/// The storage driver a daemon uses when none is configured: overlay2 where the root's
+/// filesystem can hold an overlay upper directory, vfs elsewhere.
+pub fn default_storage_driver(root: &Path) -> String {
+    let probe = root.join("storage").join("overlay2");
+    if probe.exists() || berth_storage::Overlay::open(&probe).is_ok() {
+        "overlay2".into()
+    } else {
+        "vfs".into()
+    }
+}
+
+pub struct Daemon {
+    pub config: Config,
+    pub images: ImageStore,
+    pub volumes: Volumes,
+    pub containers: Containers,
+    pub events: Events,
+    pub execs: crate::execs::Execs,
+    pub runtime: Runtime,
+    pub started: Instant,
+    pub id: String,
+}
+
+impl Daemon {
+    pub fn open(config: Config) -> std::io::Result<Arc<Daemon>> {
+        for dir in [
+            config.root.clone(),
+            config.exec_root.clone(),
+            config.exec_root.join("containers"),
+            config.exec_root.join("m"),
+            config.runtime_root(),
+        ] {
+            std::fs::create_dir_all(&dir).map_err(|e| records::at(e, "mkdir", &dir))?;
+        }
+        let storage_root = config.root.join("storage").join(&config.storage_driver);
+        std::fs::create_dir_all(&storage_root)
+            .map_err(|e| records::at(e, "mkdir", &storage_root))?;
+        let snapshotter =
+            berth_storage::open(&config.storage_driver, &storage_root).map_err(|e| {
+                std::io::Error::other(format!("storage driver {}: {e}", config.storage_driver))
+            })?;
+        let snapshotter: Arc<dyn berth_storage::Snapshotter> = Arc::from(snapshotter);
+        let id_path = config.root.join("engine-id");
+        let id = match std::fs::read_to_string(&id_path) {
+            Ok(id) => id.trim().to_string(),
+            Err(_) => {
+                let id = crate::names::new_id()?;
+                records::write_atomic(&id_path, id.as_bytes())?;
+                id
+            }
+        };
+        Ok(Arc::new(Daemon {
+            images: ImageStore::open(&config.root.join("images"), snapshotter)?,
+            volumes: Volumes::open(&config.root.join("volumes"))?,
+            containers: Containers::open(&config.root.join("containers"))?,
+            events: Events::default(),
+            execs: Default::default(),
+            runtime: Runtime::new(config.runtime_root()),
+            started: Instant::now(),
+            id,
+            config,
+        }))
+    }
+}

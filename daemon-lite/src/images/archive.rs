@@ -1,0 +1,331 @@
+//! Images from archives: `docker save` tarballs (`manifest.json` + configs + layer tars, as
+//! `docker load` takes them) and root filesystem tars (`docker import`). The upload is spooled
+//! to a file first, since a save archive may list its manifest after its layers.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::path::Path;
+
+use berth_storage::layer::{self, ApplyOptions};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{Image, ImageStore, Reference, chain_keys, digest_of};
+
+/// Why an archive could not be loaded: the client's fault (400) or ours (500).
+#[derive(Debug)]
+pub enum ArchiveError {
+    Invalid(String),
+    Failed(String),
+}
+
+impl From<io::Error> for ArchiveError {
+    fn from(e: io::Error) -> Self {
+        ArchiveError::Failed(e.to_string())
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ManifestEntry {
+    config: String,
+    #[serde(default)]
+    repo_tags: Option<Vec<String>>,
+    layers: Vec<String>,
+}
+
+/// Where each regular file of the archive starts and how long it is.
+fn index(file: &mut File) -> Result<HashMap<String, (u64, u64)>, ArchiveError> {
+    let mut entries = HashMap::new();
+    let mut archive = tar::Archive::new(&mut *file);
+    let iter = archive
+        .entries()
+        .map_err(|e| ArchiveError::Invalid(format!("not a tar archive: {e}")))?;
+    for entry in iter {
+        let entry = entry.map_err(|e| ArchiveError::Invalid(format!("bad tar entry: {e}")))?;
+        if entry.header().entry_type().is_file() {
+            let path = entry
+                .path()
+                .map_err(|e| ArchiveError::Invalid(format!("bad tar path: {e}")))?;
+            let name = path.to_string_lossy().trim_start_matches("./").to_string();
+            entries.insert(name, (entry.raw_file_position(), entry.size()));
+        }
+    }
+    Ok(entries)
+}
+
+fn member<'a>(
+    file: &'a mut File,
+    entries: &HashMap<String, (u64, u64)>,
+    name: &str,
+) -> Result<io::Take<&'a mut File>, ArchiveError> {
+    let (offset, size) = entries
+        .get(name.trim_start_matches("./"))
+        .ok_or_else(|| ArchiveError::Invalid(format!("the archive has no {name:?}")))?;
+    file.seek(SeekFrom::Start(*offset))?;
+    Ok(file.take(*size))
+}
+
+fn read_member(
+    file: &mut File,
+    entries: &HashMap<String, (u64, u64)>,
+    name: &str,
+    limit: u64,
+) -> Result<Vec<u8>, ArchiveError> {
+    let mut bytes = Vec::new();
+    member(file, entries, name)?
+        .take(limit)
+        .read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// Loads every image of a `docker save` archive; returns what was loaded, as `docker load`
+/// prints it (`Loaded image: busybox:latest` or `Loaded image ID: sha256:…`).
+pub fn load(store: &ImageStore, path: &Path) -> Result<Vec<String>, ArchiveError> {
+    let mut file = File::open(path)?;
+    let entries = index(&mut file)?;
+    let manifest = read_member(&mut file, &entries, "manifest.json", 16 << 20)?;
+    let manifest: Vec<ManifestEntry> = serde_json::from_slice(&manifest)
+        .map_err(|e| ArchiveError::Invalid(format!("manifest.json: {e}")))?;
+    let mut loaded = Vec::new();
+    for m in manifest {
+        let config_bytes = read_member(&mut file, &entries, &m.config, 16 << 20)?;
+        let config: Value = serde_json::from_slice(&config_bytes)
+            .map_err(|e| ArchiveError::Invalid(format!("{}: {e}", m.config)))?;
+        let diff_ids: Vec<String> = config["rootfs"]["diff_ids"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|d| d.as_str().map(str::to_string))
+            .collect();
+        if diff_ids.len() != m.layers.len() {
+            return Err(ArchiveError::Invalid(format!(
+                "{}: {} diff ids for {} layers",
+                m.config,
+                diff_ids.len(),
+                m.layers.len()
+            )));
+        }
+        let keys = chain_keys(&diff_ids);
+        let mut size = 0;
+        for (i, layer_path) in m.layers.iter().enumerate() {
+            size += apply_layer(
+                store,
+                &keys,
+                i,
+                &diff_ids[i],
+                &mut file,
+                &entries,
+                layer_path,
+            )?;
+        }
+        let mut repo_tags = Vec::new();
+        for t in m.repo_tags.unwrap_or_default() {
+            let r = Reference::parse(&t).map_err(ArchiveError::Invalid)?;
+            repo_tags.extend(r.tagged());
+        }
+        let image = Image {
+            id: digest_of(&config_bytes),
+            repo_tags: repo_tags.clone(),
+            config,
+            layers: keys,
+            size,
+        };
+        if repo_tags.is_empty() {
+            loaded.push(format!("Loaded image ID: {}", image.id));
+        }
+        for t in &repo_tags {
+            loaded.push(format!("Loaded image: {t}"));
+        }
+        store.insert(image)?;
+    }
+    Ok(loaded)
+}
+
+/// Applies layer `i` unless its chain is already there; the bytes it uses.
+fn apply_layer(
+    store: &ImageStore,
+    keys: &[String],
+    i: usize,
+    diff_id: &str,
+    file: &mut File,
+    entries: &HashMap<String, (u64, u64)>,
+    layer_path: &str,
+) -> Result<u64, ArchiveError> {
+    let snapshotter = store.snapshotter.as_ref();
+    if snapshotter.stat(&keys[i]).is_err() {
+        let parent = if i == 0 {
+            None
+        } else {
+            Some(keys[i - 1].as_str())
+        };
+        let input = member(file, entries, layer_path)?;
+        let applied = layer::apply_layer(
+            snapshotter,
+            &keys[i],
+            parent,
+            input,
+            &ApplyOptions::default(),
+            Default::default(),
+        )
+        .map_err(|e| ArchiveError::Invalid(format!("layer {layer_path}: {e}")))?;
+        if applied.diff_id != diff_id {
+            let _ = snapshotter.remove(&keys[i]);
+            return Err(ArchiveError::Invalid(format!(
+                "layer {layer_path}: content is {} but the config says {diff_id}",
+                applied.diff_id
+            )));
+        }
+    }
+    Ok(snapshotter.usage(&keys[i]).map(|u| u.size).unwrap_or(0))
+}
+
+/// `docker import`: one layer from a root filesystem tar (gzip or zstd too), an image config
+/// made from `changes` (Dockerfile instructions: CMD, ENTRYPOINT, ENV, WORKDIR, USER, LABEL,
+/// EXPOSE, VOLUME, STOPSIGNAL). Returns the image id.
+pub fn import(
+    store: &ImageStore,
+    path: &Path,
+    tag: Option<String>,
+    changes: &[String],
+    message: &str,
+) -> Result<String, ArchiveError> {
+    let mut runtime_config = json!({});
+    for change in changes {
+        apply_change(&mut runtime_config, change).map_err(ArchiveError::Invalid)?;
+    }
+    let key = format!("layer-import-{}", crate::names::new_id()?);
+    let input = File::open(path)?;
+    let applied = layer::apply_layer(
+        store.snapshotter.as_ref(),
+        &key,
+        None,
+        input,
+        &ApplyOptions::default(),
+        Default::default(),
+    )
+    .map_err(|e| ArchiveError::Invalid(format!("import: {e}")))?;
+    let now = humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string();
+    let config = json!({
+        "architecture": crate::platform::architecture(),
+        "os": "linux",
+        "created": now,
+        "comment": message,
+        "config": runtime_config,
+        "rootfs": {"type": "layers", "diff_ids": [applied.diff_id]},
+        "history": [{"created": now, "comment": message, "created_by": "berth import"}],
+    });
+    let bytes = serde_json::to_vec(&config).map_err(|e| ArchiveError::Failed(e.to_string()))?;
+    let size = store.snapshotter.usage(&key).map(|u| u.size).unwrap_or(0);
+    let image = Image {
+        id: digest_of(&bytes),
+        repo_tags: tag.into_iter().collect(),
+        config,
+        layers: vec![key],
+        size,
+    };
+    let id = image.id.clone();
+    store.insert(image)?;
+    Ok(id)
+}
+
+/// Applies one Dockerfile-style instruction to an image's runtime config.
+pub fn apply_change(config: &mut Value, change: &str) -> Result<(), String> {
+    let change = change.trim();
+    let (word, rest) = change
+        .split_once(char::is_whitespace)
+        .map(|(w, r)| (w, r.trim()))
+        .unwrap_or((change, ""));
+    let list = |shell: bool| -> Value {
+        match serde_json::from_str::<Vec<String>>(rest) {
+            Ok(v) => json!(v),
+            Err(_) if shell => json!(["/bin/sh", "-c", rest]),
+            Err(_) => json!(rest.split_whitespace().collect::<Vec<_>>()),
+        }
+    };
+    match word.to_ascii_uppercase().as_str() {
+        "CMD" => config["Cmd"] = list(true),
+        "ENTRYPOINT" => config["Entrypoint"] = list(true),
+        "WORKDIR" => config["WorkingDir"] = json!(rest),
+        "USER" => config["User"] = json!(rest),
+        "STOPSIGNAL" => config["StopSignal"] = json!(rest),
+        "ENV" => {
+            let (k, v) = rest
+                .split_once(['=', ' '])
+                .ok_or_else(|| format!("ENV needs KEY=VALUE: {change:?}"))?;
+            let mut env: Vec<Value> = config["Env"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|e| !e.as_str().is_some_and(|s| s.starts_with(&format!("{k}="))))
+                .collect();
+            env.push(json!(format!("{k}={}", v.trim())));
+            config["Env"] = json!(env);
+        }
+        "LABEL" => {
+            let (k, v) = rest
+                .split_once('=')
+                .ok_or_else(|| format!("LABEL needs KEY=VALUE: {change:?}"))?;
+            if !config["Labels"].is_object() {
+                config["Labels"] = json!({});
+            }
+            config["Labels"][k.trim()] = json!(v.trim().trim_matches('"'));
+        }
+        "EXPOSE" | "VOLUME" => {
+            let field = if word.eq_ignore_ascii_case("EXPOSE") {
+                "ExposedPorts"
+            } else {
+                "Volumes"
+            };
+            if !config[field].is_object() {
+                config[field] = json!({});
+            }
+            for item in list(false).as_array().into_iter().flatten() {
+                let mut name = item.as_str().unwrap_or("").to_string();
+                if field == "ExposedPorts" && !name.contains('/') {
+                    name.push_str("/tcp");
+                }
+                config[field][name] = json!({});
+            }
+        }
+        other => return Err(format!("{other} is not a change import can apply")),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn changes_shape_the_config_as_dockerfile_instructions_do() {
+        let mut c = json!({});
+        for ch in [
+            "CMD [\"sh\", \"-c\", \"echo hi\"]",
+            "ENTRYPOINT /bin/app --flag",
+            "ENV A=1",
+            "ENV A=2",
+            "ENV B 3",
+            "WORKDIR /srv",
+            "USER 1000:1000",
+            "LABEL maintainer=\"berth\"",
+            "EXPOSE 80 53/udp",
+            "VOLUME [\"/data\"]",
+        ] {
+            apply_change(&mut c, ch).unwrap();
+        }
+        assert_eq!(c["Cmd"], json!(["sh", "-c", "echo hi"]));
+        assert_eq!(c["Entrypoint"], json!(["/bin/sh", "-c", "/bin/app --flag"]));
+        assert_eq!(c["Env"], json!(["A=2", "B=3"]));
+        assert_eq!(c["WorkingDir"], "/srv");
+        assert_eq!(c["User"], "1000:1000");
+        assert_eq!(c["Labels"]["maintainer"], "berth");
+        assert!(c["ExposedPorts"]["80/tcp"].is_object());
+        assert!(c["ExposedPorts"]["53/udp"].is_object());
+        assert!(c["Volumes"]["/data"].is_object());
+        assert!(apply_change(&mut c, "RUN rm -rf /").is_err());
+        assert!(apply_change(&mut c, "ENV novalue").is_err());
+    }
+}
