@@ -28,6 +28,8 @@ pub struct Fixtures {
     pub rootfs: PathBuf,
     /// OCI image layout of the busybox rootfs, tagged `latest`.
     pub oci_layout: PathBuf,
+    /// The same image as `docker save` writes it (`busybox:latest`), for `docker load`.
+    pub docker_archive: PathBuf,
 }
 
 impl Fixtures {
@@ -91,6 +93,50 @@ pub(crate) fn run(cmd: &mut Command) -> io::Result<Vec<u8>> {
     Ok(out.stdout)
 }
 
+/// `docker save`'s format of the busybox image: `manifest.json` naming the config and layer
+/// blobs, which are copied from the OCI layout.
+fn make_docker_archive(f: &Fixtures) -> io::Result<()> {
+    let blob = |digest: &str| {
+        f.oci_layout
+            .join("blobs/sha256")
+            .join(digest.trim_start_matches("sha256:"))
+    };
+    let index: serde_json::Value =
+        serde_json::from_slice(&fs::read(f.oci_layout.join("index.json"))?)?;
+    let manifest_digest = index["manifests"][0]["digest"]
+        .as_str()
+        .ok_or_else(|| err("the busybox OCI index has no manifest"))?;
+    let manifest: serde_json::Value = serde_json::from_slice(&fs::read(blob(manifest_digest))?)?;
+    let config = manifest["config"]["digest"]
+        .as_str()
+        .ok_or_else(|| err("the busybox manifest has no config"))?;
+    let layers: Vec<&str> = manifest["layers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|l| l["digest"].as_str())
+        .collect();
+    let name = |d: &str| format!("blobs/sha256/{}", d.trim_start_matches("sha256:"));
+    let save_manifest = serde_json::json!([{
+        "Config": name(config),
+        "RepoTags": ["busybox:latest"],
+        "Layers": layers.iter().map(|l| name(l)).collect::<Vec<_>>(),
+    }]);
+    let tmp = f.docker_archive.with_extension("tmp");
+    let mut builder = tar::Builder::new(fs::File::create(&tmp)?);
+    let bytes = serde_json::to_vec(&save_manifest)?;
+    let mut header = tar::Header::new_gnu();
+    header.set_size(bytes.len() as u64);
+    header.set_mode(0o644);
+    header.set_cksum();
+    builder.append_data(&mut header, "manifest.json", &bytes[..])?;
+    for d in std::iter::once(config).chain(layers.iter().copied()) {
+        builder.append_path_with_name(blob(d), name(d))?;
+    }
+    builder.into_inner()?.sync_all()?;
+    fs::rename(&tmp, &f.docker_archive)
+}
+
 /// Builds whatever is missing under `dir`.
 pub fn build(dir: &Path) -> io::Result<Fixtures> {
     fs::create_dir_all(dir)?;
@@ -102,6 +148,7 @@ pub fn build(dir: &Path) -> io::Result<Fixtures> {
         bundle: dir.join("busybox"),
         rootfs: dir.join("busybox/rootfs"),
         oci_layout: dir.join("busybox-oci"),
+        docker_archive: dir.join("busybox-docker.tar"),
     };
     let stamp = |p: &Path| p.join(format!(".berth-fixture-v{FIXTURE_VERSION}"));
     if !stamp(&fixtures.bundle).exists() {
@@ -114,6 +161,9 @@ pub fn build(dir: &Path) -> io::Result<Fixtures> {
             make_oci_layout(tmp, &fixtures.rootfs)
         })?;
         fs::write(stamp(&fixtures.oci_layout), b"")?;
+    }
+    if !fixtures.docker_archive.exists() {
+        make_docker_archive(&fixtures)?;
     }
     Ok(fixtures)
 }

@@ -23,6 +23,7 @@ fn main() {
             println!("busybox bundle:   {}", f.bundle.display());
             println!("busybox rootfs:   {}", f.rootfs.display());
             println!("busybox OCI image: {}", f.oci_layout.display());
+            println!("busybox docker archive: {}", f.docker_archive.display());
         }
         Err(e) => {
             eprintln!("berth-fixtures: {e}");

@@ -1,0 +1,281 @@
+//! A berthd on a temporary root, exec root and socket, for end-to-end tests that drive it with
+//! the real Docker CLI and with berth's own. Dropping it removes every container it made,
+//! stops it, and unmounts and deletes what it left.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::fixtures;
+use crate::harness::workspace_binary;
+
+pub struct TestDaemon {
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+    pub storage_driver: String,
+}
+
+/// A finished CLI command.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    fn from(out: Output) -> Run {
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
+impl TestDaemon {
+    /// Starts a daemon with the default storage driver.
+    pub fn start() -> TestDaemon {
+        Self::start_with(None)
+    }
+
+    pub fn start_with(storage_driver: Option<&str>) -> TestDaemon {
+        // Socket paths must fit in 108 bytes: a short directory under /tmp.
+        let dir = tempfile::Builder::new()
+            .prefix("bd")
+            .tempdir_in("/tmp")
+            .expect("temporary directory");
+        let mut d = TestDaemon {
+            dir,
+            child: None,
+            storage_driver: storage_driver.unwrap_or("").to_string(),
+        };
+        d.spawn();
+        d
+    }
+
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+
+    pub fn exec_root(&self) -> PathBuf {
+        self.dir.path().join("run")
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("d.sock")
+    }
+
+    pub fn host(&self) -> String {
+        format!("unix://{}", self.socket().display())
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("berthd.log"))
+            .expect("daemon log");
+        let mut cmd = Command::new(workspace_binary("berthd"));
+        cmd.arg("--root")
+            .arg(self.root())
+            .arg("--exec-root")
+            .arg(self.exec_root())
+            .arg("-H")
+            .arg(self.host())
+            .arg("--debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log);
+        if !self.storage_driver.is_empty() {
+            cmd.arg("--storage-driver").arg(&self.storage_driver);
+        }
+        let child = cmd.spawn().expect("spawn berthd");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok((200, _)) = self.request("GET", "/_ping", None) {
+                return;
+            }
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!("berthd exited ({status}):\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("berthd did not answer /_ping in 20 s:\n{}", self.log());
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("berthd.log")).unwrap_or_default()
+    }
+
+    /// `kill -9` of the daemon (its containers and monitors live on).
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the daemon again on the same root.
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    /// One raw HTTP/1.1 request; (status, body).
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+    ) -> std::io::Result<(u16, String)> {
+        self.raw(&format!(
+            "{method} {path} HTTP/1.1\r\nHost: berth\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.map_or(0, <[u8]>::len)
+        ), body.unwrap_or(b""))
+    }
+
+    /// Sends `head` and `body` as they are (for malformed requests) and reads the answer.
+    pub fn raw(&self, head: &str, body: &[u8]) -> std::io::Result<(u16, String)> {
+        let mut s = UnixStream::connect(self.socket())?;
+        s.set_read_timeout(Some(Duration::from_secs(30)))?;
+        s.write_all(head.as_bytes())?;
+        s.write_all(body)?;
+        let mut out = Vec::new();
+        s.read_to_end(&mut out)?;
+        let text = String::from_utf8_lossy(&out).into_owned();
+        let status = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = text
+            .split_once("\r\n\r\n")
+            .map_or("", |(_, b)| b)
+            .to_string();
+        Ok((status, body))
+    }
+
+    fn cli(&self, program: &Path, args: &[&str], stdin: Option<&[u8]>) -> Run {
+        let mut cmd = Command::new(program);
+        cmd.args(args)
+            .env("DOCKER_HOST", self.host())
+            .env("DOCKER_CONFIG", self.dir.path().join("docker-config"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            });
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("{}: {e}", program.display()));
+        if let (Some(data), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            let data = data.to_vec();
+            std::thread::spawn(move || {
+                let _ = pipe.write_all(&data);
+            });
+        }
+        Run::from(child.wait_with_output().expect("wait for the CLI"))
+    }
+
+    /// The Docker CLI (`docker` on the PATH) against this daemon.
+    pub fn docker(&self, args: &[&str]) -> Run {
+        self.cli(Path::new("docker"), args, None)
+    }
+
+    pub fn docker_stdin(&self, args: &[&str], stdin: &[u8]) -> Run {
+        self.cli(Path::new("docker"), args, Some(stdin))
+    }
+
+    /// berth's CLI against this daemon.
+    pub fn berth(&self, args: &[&str]) -> Run {
+        self.cli(&workspace_binary("berth"), args, None)
+    }
+
+    pub fn berth_stdin(&self, args: &[&str], stdin: &[u8]) -> Run {
+        self.cli(&workspace_binary("berth"), args, Some(stdin))
+    }
+
+    /// `docker …`, which must succeed; its stdout.
+    pub fn docker_ok(&self, args: &[&str]) -> String {
+        let r = self.docker(args);
+        assert_eq!(
+            r.code,
+            0,
+            "docker {args:?}: {r:?}\n--- berthd log ---\n{}",
+            self.log()
+        );
+        r.stdout
+    }
+
+    /// Loads the busybox fixture as `busybox:latest`.
+    pub fn load_busybox(&self) {
+        let archive = &fixtures::busybox().docker_archive;
+        let out = self.docker_ok(&["load", "-i", &archive.display().to_string()]);
+        assert!(out.contains("busybox:latest"), "{out}");
+    }
+
+    /// Waits until `cond` holds (at most 20 s).
+    pub fn eventually(&self, what: &str, mut cond: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if cond() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "{what}: not within 20 s\n--- berthd log ---\n{}",
+            self.log()
+        );
+    }
+}
+
+impl Drop for TestDaemon {
+    fn drop(&mut self) {
+        if self.child.is_none() {
+            self.spawn_quietly();
+        }
+        if self.child.is_some() {
+            let ids = self.docker(&["ps", "-aq"]).stdout;
+            for id in ids.split_whitespace() {
+                let _ = self.docker(&["rm", "-f", "-v", id]);
+            }
+        }
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let _ = c.wait();
+        }
+        // Anything still mounted under the temporary root (a test that failed midway).
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let base = self.dir.path().display().to_string();
+        let mut points: Vec<&str> = mounts
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .filter(|p| p.starts_with(&base))
+            .collect();
+        points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+        for p in points {
+            let _ = rustix::mount::unmount(p, rustix::mount::UnmountFlags::DETACH);
+        }
+    }
+}
+
+impl TestDaemon {
+    fn spawn_quietly(&mut self) {
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.spawn()));
+        if caught.is_err() {
+            self.child = None;
+        }
+    }
+}
