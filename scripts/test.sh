@@ -38,7 +38,10 @@ cargo build --workspace --bins --quiet
 # Each security regression test must also fail against a build without its defence.
 bash kernel-tests/weakened/run.sh
 
-# The layer fuzz target builds and runs (a short smoke run; fuzz longer by hand).
+# The fuzz targets build and run (short smoke runs; fuzz longer by hand): layer apply, and
+# berthd's request parsing.
 command -v cargo-fuzz >/dev/null || cargo install --quiet --locked cargo-fuzz
 (cd drivers/storage && cargo +nightly fuzz run apply -- -runs=20000 -max_total_time=30 2>&1 | tail -n 3)
+mkdir -p daemon-lite/fuzz/corpus/request
+(cd daemon-lite && cargo +nightly fuzz run request fuzz/corpus/request fuzz/seeds/request -- -runs=20000 -max_total_time=30 2>&1 | tail -n 3)
 cargo test --workspace 2>&1

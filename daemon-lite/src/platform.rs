@@ -13,9 +13,8 @@ pub fn architecture() -> &'static str {
 /// Docker's `CgroupVersion`: "2" on a pure v2 host, "1" on v1 and on hybrid hosts (v1
 /// controllers plus a cgroup2 mount).
 pub fn cgroup_version() -> &'static str {
-    let is_cgroup2 = |p: &str| {
-        rustix::fs::statfs(p).is_ok_and(|s| s.f_type == libc::CGROUP2_SUPER_MAGIC)
-    };
+    let is_cgroup2 =
+        |p: &str| rustix::fs::statfs(p).is_ok_and(|s| s.f_type == libc::CGROUP2_SUPER_MAGIC);
     if is_cgroup2("/sys/fs/cgroup") {
         "2"
     } else {

@@ -84,12 +84,30 @@ pub async fn read_json(body: Incoming, limit: usize) -> ApiResult<Value> {
         .map_err(|e| ApiError::bad_request(format!("invalid JSON in the request body: {e}")))
 }
 
-pub async fn read_all(body: Incoming, limit: usize) -> ApiResult<Bytes> {
-    let limited = http_body_util::Limited::new(body, limit);
-    match limited.collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e) => Err(ApiError::bad_request(format!("request body: {e}"))),
+/// How much of a refused (too large) body is still read, so the client gets to read the
+/// answer instead of a connection reset.
+const DRAIN_LIMIT: usize = 64 << 20;
+
+pub async fn read_all(mut body: Incoming, limit: usize) -> ApiResult<Bytes> {
+    let mut data = Vec::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ApiError::bad_request(format!("request body: {e}")))?;
+        if let Ok(chunk) = frame.into_data() {
+            seen += chunk.len();
+            if seen <= limit {
+                data.extend_from_slice(&chunk);
+            } else if seen > limit + DRAIN_LIMIT {
+                break;
+            }
+        }
     }
+    if seen > limit {
+        return Err(ApiError::bad_request(format!(
+            "request body: {seen} bytes or more, above the limit of {limit}"
+        )));
+    }
+    Ok(Bytes::from(data))
 }
 
 /// Writes the request body to `path` as it arrives (uploads may be gigabytes).

@@ -57,7 +57,7 @@ fn version_number(v: &str) -> Option<(u32, u32)> {
 }
 
 /// Splits off `/v1.NN`; a version above ours is refused as dockerd does.
-fn strip_version(path: &str) -> ApiResult<&str> {
+pub fn strip_version(path: &str) -> ApiResult<&str> {
     let Some(rest) = path.strip_prefix("/v") else {
         return Ok(path);
     };

@@ -136,27 +136,24 @@ pub async fn create(d: &Arc<Daemon>, name: Option<&str>, mut body: Value) -> Api
         .resolve(&image_name)
         .ok_or_else(|| ApiError::no_such_image(&image_name))?;
     let id = names::new_id()?;
-    let name = match name.filter(|n| !n.is_empty()) {
-        Some(n) => names::check_name(n)
-            .map_err(ApiError::bad_request)?
-            .to_string(),
-        None => {
-            let mut attempt = 0;
-            loop {
-                let n = names::generated(&id, attempt);
-                if d.containers.find(&n).is_none() {
-                    break n;
-                }
-                attempt += 1;
-            }
-        }
+    let chosen = match name.filter(|n| !n.is_empty()) {
+        Some(n) => Some(
+            names::check_name(n)
+                .map_err(ApiError::bad_request)?
+                .to_string(),
+        ),
+        None => None,
     };
-    check_network_mode(host_config.opt_str("NetworkMode").unwrap_or("default"))?;
-    if spec::command(image.runtime_config(), &config).is_empty() {
-        return Err(ApiError::bad_request("no command specified"));
+    if let Some(n) = &chosen {
+        if let Some(other) = d.containers.find(n).filter(|h| h.name() == *n) {
+            return Err(ApiError::conflict(format!(
+                "Conflict. The container name \"/{n}\" is already in use by container \"{}\". You have to remove (or rename) that container to be able to reuse that name.",
+                other.id
+            )));
+        }
     }
-    spec::capabilities(&host_config)?;
-    spec::security_opts(&host_config)?;
+    check_network_mode(host_config.opt_str("NetworkMode").unwrap_or("default"))?;
+    spec::validate(image.runtime_config(), &config, &host_config)?;
     let rotation = log_settings(&host_config)?;
     let restart = &host_config["RestartPolicy"];
     let policy = restart.opt_str("Name").unwrap_or("no");
@@ -173,9 +170,9 @@ pub async fn create(d: &Arc<Daemon>, name: Option<&str>, mut body: Value) -> Api
 
     let snapshot = format!("container-{id}");
     let parent = image.top_layer().map(str::to_string);
-    let record = Record {
+    let mut record = Record {
         id: id.clone(),
-        name,
+        name: chosen.clone().unwrap_or_else(|| names::generated(&id, 0)),
         created: now(),
         image: image_name,
         image_id: image.id.clone(),
@@ -201,17 +198,26 @@ pub async fn create(d: &Arc<Daemon>, name: Option<&str>, mut body: Value) -> Api
     })
     .await
     .map_err(|e| ApiError::internal(e.to_string()))??;
-    let wanted = record.name.clone();
-    let handle = match d.containers.insert(record) {
-        Ok(h) => h,
-        Err(e) => {
-            let _ = d.images.snapshotter.remove(&snapshot);
-            return Err(match e {
-                InsertError::NameInUse(other) => ApiError::conflict(format!(
-                    "Conflict. The container name \"/{wanted}\" is already in use by container \"{other}\". You have to remove (or rename) that container to be able to reuse that name."
-                )),
-                InsertError::Io(e) => e.into(),
-            });
+    // A generated name that is taken (by another container, or by a concurrent create) gets
+    // a number; a name the client chose is a conflict.
+    let mut attempt = 0;
+    let handle = loop {
+        let wanted = record.name.clone();
+        match d.containers.insert(record.clone()) {
+            Ok(h) => break h,
+            Err(InsertError::NameInUse(_)) if chosen.is_none() && attempt < 1000 => {
+                attempt += 1;
+                record.name = names::generated(&id, attempt);
+            }
+            Err(e) => {
+                let _ = d.images.snapshotter.remove(&snapshot);
+                return Err(match e {
+                    InsertError::NameInUse(other) => ApiError::conflict(format!(
+                        "Conflict. The container name \"/{wanted}\" is already in use by container \"{other}\". You have to remove (or rename) that container to be able to reuse that name."
+                    )),
+                    InsertError::Io(e) => e.into(),
+                });
+            }
         }
     };
     publish(d, &handle, "create", &[]);
@@ -414,6 +420,7 @@ fn spawn_in(
         &record.config,
         image.runtime_config(),
         &mut volume,
+        true,
     )?;
     let mut oci = spec::build(&spec::Inputs {
         id: &record.id,

@@ -234,6 +234,34 @@ pub fn security_opts(host_config: &Value) -> Result<SecurityOpts, Invalid> {
     Ok(out)
 }
 
+/// Every check `create` can make before the container's rootfs exists, so a client's mistake
+/// is a 400 at create rather than a failed start.
+pub fn validate(image: &Value, config: &Value, host_config: &Value) -> Result<(), Invalid> {
+    if command(image, config).is_empty() {
+        return Err(Invalid("no command specified".into()));
+    }
+    capabilities(host_config)?;
+    security_opts(host_config)?;
+    ulimits(host_config)?;
+    resources(host_config)?;
+    if let Some(dir) = config.opt_str("WorkingDir") {
+        if !dir.starts_with('/') {
+            return Err(Invalid(format!(
+                "the working directory '{dir}' is invalid, it needs to be an absolute path"
+            )));
+        }
+    }
+    let mut dry_run = |name: Option<&str>| -> std::io::Result<(String, PathBuf)> {
+        if let Some(n) = name {
+            crate::volumes::Volumes::check_name(n)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        }
+        Ok((name.unwrap_or("").to_string(), PathBuf::new()))
+    };
+    user_mounts(host_config, config, image, &mut dry_run, false)?;
+    Ok(())
+}
+
 /// Builds the spec.
 pub fn build(inputs: &Inputs) -> Result<Value, Invalid> {
     let Inputs {
@@ -573,6 +601,7 @@ pub fn user_mounts(
     config: &Value,
     image: &Value,
     volume: &mut VolumeSource<'_>,
+    create_missing_sources: bool,
 ) -> Result<UserMounts, Invalid> {
     let mut mounts: Vec<(String, Value)> = Vec::new();
     let mut points: Vec<Value> = Vec::new();
@@ -618,7 +647,7 @@ pub fn user_mounts(
         let ro = opts.split(',').any(|o| o == "ro");
         if src.starts_with('/') {
             let source = Path::new(src);
-            if !source.exists() {
+            if create_missing_sources && !source.exists() {
                 std::fs::create_dir_all(source)
                     .map_err(|e| Invalid(format!("bind source {src}: {e}")))?;
             }
@@ -834,6 +863,7 @@ mod tests {
             &json!({"Volumes": {"/anon": {}}}),
             &json!({}),
             &mut volume,
+            true,
         )
         .unwrap();
         let dests: Vec<&str> = mounts.iter().map(|(d, _)| d.as_str()).collect();
@@ -847,7 +877,7 @@ mod tests {
             json!({"Binds": ["/x:/a/../b"]}),
             json!({"Binds": ["a:b:c:d"]}),
         ] {
-            assert!(user_mounts(&bad, &json!({}), &json!({}), &mut never).is_err());
+            assert!(user_mounts(&bad, &json!({}), &json!({}), &mut never, false).is_err());
         }
     }
 }
