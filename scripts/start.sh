@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# berth's main job on a fresh machine: build everything (release), build the busybox bundle
-# from Debian's busybox-static, and run it as a container through berth's runtime.
-# (Once berthd lands, this starts the daemon and runs the first container through it.)
+# berth's main job on a fresh machine: build everything (release), start berthd (the daemon)
+# with its defaults, load the busybox image (built from Debian's busybox-static) and run a
+# first container through it with berth's CLI. The Docker CLI works too:
+#   DOCKER_HOST=unix:///run/berth/berth.sock docker run --rm busybox echo hi
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +21,19 @@ done
 
 cargo build --release --workspace --bins --quiet
 bin=target/$(rustc -vV | sed -n 's/^host: //p')/release
-"$bin/berth-fixtures"
-id="hello-berth-$$"
-exec "$bin/berth-runtime" run --bundle target/fixtures/busybox "$id"
+# The busybox image, built from Debian's busybox-static (no registry needed).
+"$bin/berth-fixtures" >/dev/null
+
+# berthd with its defaults: /var/lib/berth, /run/berth, unix:///run/berth/berth.sock (0660).
+# It keeps running after this script; its containers survive its restarts.
+if ! "$bin/berth" version >/dev/null 2>&1; then
+  mkdir -p /run/berth
+  nohup "$bin/berthd" >>/run/berth/berthd.log 2>&1 </dev/null &
+  for _ in $(seq 100); do
+    "$bin/berth" version >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+  echo "berthd started (log: /run/berth/berthd.log; stop it with: pkill -x berthd)"
+fi
+"$bin/berth" load -i target/fixtures/busybox-docker.tar >/dev/null
+exec "$bin/berth" run --rm busybox sh -c 'echo "hello from a berth container: $(hostname), pid $$, $(id)"'

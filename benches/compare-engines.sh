@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# The engine, side by side: berthd (driven by berth's CLI and by the Docker CLI) and dockerd
+# (Debian's docker.io, with its containerd and runc) on the same host, in the same run.
+#
+#   sudo bash benches/compare-engines.sh               # 30 runs each, 100 concurrent, 200 idle
+#   sudo bash benches/compare-engines.sh --runs 50 --concurrent 100 --idle 200
+#
+# 1. `run --rm --network none busybox true`, wall time (hyperfine, interleaved warmups);
+# 2. 100 `run -d` then `rm -f`, 16 clients at a time: containers per second;
+# 3. memory per idle container: N `sleep` containers, the engine's added PSS (daemon growth +
+#    monitors / containerd-shims), per container.
+# dockerd runs with --bridge=none --iptables=false --ip6tables=false: it touches no host
+# network and no firewall rule. Both daemons use temporary roots and sockets and are stopped
+# and removed at the end. Results: target/bench/engines.{md,json}.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+runs=30 concurrent=100 idle=200
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --runs) runs=$2; shift 2 ;;
+    --concurrent) concurrent=$2; shift 2 ;;
+    --idle) idle=$2; shift 2 ;;
+    *) echo "usage: $0 [--runs N] [--concurrent N] [--idle N]" >&2; exit 2 ;;
+  esac
+done
+if [ "$(id -u)" != 0 ]; then
+  echo "compare-engines.sh: the engines need root" >&2
+  exit 1
+fi
+need=()
+for p in docker.io hyperfine; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+cargo build --release -q -p berth-daemon -p berth-cli -p berth-kernel-tests
+bin=$PWD/target/$(rustc -vV | sed -n 's/^host: //p')/release
+"$bin/berth-fixtures" >/dev/null
+image=$PWD/target/fixtures/busybox-docker.tar
+out=$PWD/target/bench
+mkdir -p "$out"
+work=$(mktemp -d /tmp/engines.XXXXXX)
+B="unix://$work/berth.sock"
+D="unix://$work/docker.sock"
+berthd_pid= dockerd_pid=
+
+cleanup() {
+  set +e
+  [ -n "$berthd_pid" ] && DOCKER_HOST=$B docker ps -aq | xargs -r -n 50 env DOCKER_HOST=$B docker rm -f >/dev/null 2>&1
+  [ -n "$dockerd_pid" ] && DOCKER_HOST=$D docker ps -aq | xargs -r -n 50 env DOCKER_HOST=$D docker rm -f >/dev/null 2>&1
+  [ -n "$berthd_pid" ] && kill "$berthd_pid" && wait "$berthd_pid"
+  [ -n "$dockerd_pid" ] && kill "$dockerd_pid" && wait "$dockerd_pid"
+  grep -o " $work[^ ]*" /proc/self/mountinfo | sort -r | xargs -r -n1 umount -l 2>/dev/null
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+"$bin/berthd" --root "$work/berth-root" --exec-root "$work/berth-run" -H "$B" >"$work/berthd.log" 2>&1 &
+berthd_pid=$!
+dockerd --data-root "$work/docker-root" --exec-root "$work/docker-run" -H "$D" \
+  --pidfile "$work/dockerd.pid" --bridge=none --iptables=false --ip6tables=false \
+  >"$work/dockerd.log" 2>&1 &
+dockerd_pid=$!
+for host in "$B" "$D"; do
+  for _ in $(seq 300); do DOCKER_HOST=$host docker version >/dev/null 2>&1 && break; sleep 0.1; done
+  DOCKER_HOST=$host docker load -i "$image" >/dev/null
+done
+dockerd_version=$(DOCKER_HOST=$D docker version --format '{{.Server.Version}}')
+echo "berthd $(DOCKER_HOST=$B docker version --format '{{.Server.Version}}') vs dockerd $dockerd_version"
+
+# 1. One container, start to exit.
+hyperfine --style basic --warmup 3 --runs "$runs" --export-json "$out/engines-run.json" \
+  -n "berth CLI → berthd" "$bin/berth -H $B run --rm --network none busybox true" \
+  -n "docker CLI → berthd" "docker -H $B run --rm --network none busybox true" \
+  -n "docker CLI → dockerd $dockerd_version" "docker -H $D run --rm --network none busybox true"
+
+# 2. Many at once: N `run -d`, 16 clients, then `rm -f` of them all.
+throughput() { # host, cli
+  local host=$1 cli=$2 start end
+  start=$(date +%s.%N)
+  seq "$concurrent" | xargs -P 16 -I{} "$cli" -H "$host" run -d --network none busybox sleep 1000 >"$work/ids" 
+  end=$(date +%s.%N)
+  "$cli" -H "$host" ps -aq | xargs -r -n 25 "$cli" -H "$host" rm -f >/dev/null
+  echo "scale=2; $concurrent / ($end - $start)" | bc
+}
+berth_rate=$(throughput "$B" "$bin/berth")
+docker_rate=$(throughput "$D" docker)
+echo "run -d, $concurrent containers, 16 clients: berthd $berth_rate/s, dockerd $docker_rate/s"
+
+# 3. Idle containers: PSS the engine adds per container.
+pss() { # pids… → total PSS in KiB
+  local total=0 p
+  for p in "$@"; do
+    [ -r "/proc/$p/smaps_rollup" ] && total=$((total + $(awk '/^Pss:/ {print $2}' "/proc/$p/smaps_rollup")))
+  done
+  echo "$total"
+}
+engine_pss() { # which → KiB of daemon(s) + per-container helpers
+  case "$1" in
+    berth) pss "$berthd_pid" $(pgrep -f "berth-monitor $work") ;;
+    docker) pss "$dockerd_pid" $(pgrep -f "containerd --config $work" ) $(pgrep -f "containerd-shim.*$work") ;;
+  esac
+}
+idle_cost() { # which host cli
+  local before after
+  before=$(engine_pss "$1")
+  for _ in $(seq "$idle"); do "$3" -H "$2" run -d --network none busybox sleep 100000 >/dev/null; done
+  sleep 2
+  after=$(engine_pss "$1")
+  "$3" -H "$2" ps -aq | xargs -r -n 25 "$3" -H "$2" rm -f >/dev/null
+  echo "scale=1; ($after - $before) / $idle" | bc
+}
+berth_idle=$(idle_cost berth "$B" "$bin/berth")
+docker_idle=$(idle_cost docker "$D" docker)
+echo "idle containers ($idle): berthd adds $berth_idle KiB PSS each, dockerd+containerd $docker_idle KiB"
+
+python3 - "$out" "$berth_rate" "$docker_rate" "$berth_idle" "$docker_idle" "$concurrent" "$idle" "$dockerd_version" <<'PY'
+import json, sys
+out, br, dr, bi, di, n, idle, dv = sys.argv[1:]
+runs = json.load(open(f"{out}/engines-run.json"))["results"]
+med = {r["command"]: r["median"] for r in runs}
+names = [r["command"] for r in runs]
+docker = med[names[-1]]
+lines = ["| what | berthd | dockerd " + dv + " | ratio |", "|---|---|---|---|"]
+for n_ in names[:-1]:
+    lines.append(f"| `run --rm --network none busybox true`, {n_} (median) | {med[n_]*1000:.1f} ms | {docker*1000:.1f} ms | {med[n_]/docker:.3f}× |")
+lines.append(f"| `run -d` ×{n}, 16 clients | {br}/s | {dr}/s | {float(br)/float(dr):.1f}× |")
+lines.append(f"| engine PSS per idle container (×{idle}) | {bi} KiB | {di} KiB | {float(bi)/float(di):.3f}× |")
+open(f"{out}/engines.md", "w").write("\n".join(lines) + "\n")
+json.dump({"run_median_s": med, "run_d_per_s": {"berthd": float(br), "dockerd": float(dr)},
+           "idle_pss_kib": {"berthd": float(bi), "dockerd": float(di)}}, open(f"{out}/engines.json", "w"), indent=1)
+print("\n".join(lines))
+PY
