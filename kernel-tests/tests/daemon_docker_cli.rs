@@ -590,3 +590,74 @@ fn system_info_version_events_and_stats() {
         "{out}"
     );
 }
+
+#[test]
+fn cp_export_and_pause() {
+    let d = daemon();
+    d.docker_ok(&[
+        "run", "-d", "--name", "files", "busybox", "sh", "-c",
+        "mkdir -p /data/sub && echo hi > /data/sub/f && ln -s /etc/passwd /data/link && ln -s / /data/escape && sleep 1000",
+    ]);
+    d.eventually("files made", || {
+        d.docker(&["exec", "files", "test", "-L", "/data/escape"])
+            .code
+            == 0
+    });
+    let out = tempfile::tempdir().unwrap();
+    let dest = out.path().join("copy");
+    d.docker_ok(&["cp", "files:/data", &dest.display().to_string()]);
+    assert_eq!(std::fs::read_to_string(dest.join("sub/f")).unwrap(), "hi\n");
+    assert_eq!(
+        std::fs::read_link(dest.join("link")).unwrap(),
+        std::path::Path::new("/etc/passwd")
+    );
+    // Into the container, through a symlink to `/` in it: lands inside the container.
+    let src = out.path().join("payload");
+    std::fs::write(&src, "inside\n").unwrap();
+    d.docker_ok(&["cp", &src.display().to_string(), "files:/data/escape/tmp/"]);
+    assert_eq!(
+        d.docker_ok(&["exec", "files", "cat", "/tmp/payload"]),
+        "inside\n"
+    );
+    assert!(
+        !std::path::Path::new("/tmp/payload").exists()
+            || std::fs::read_to_string("/tmp/payload").unwrap() != "inside\n"
+    );
+    let r = d.docker(&["cp", "files:/no/such", out.path().to_str().unwrap()]);
+    assert!(r.stderr.contains("Could not find the file"), "{r:?}");
+    // pause freezes, unpause thaws.
+    d.docker_ok(&["pause", "files"]);
+    assert_eq!(
+        d.docker_ok(&["inspect", "-f", "{{.State.Status}}", "files"])
+            .trim(),
+        "paused"
+    );
+    d.docker_ok(&["unpause", "files"]);
+    assert_eq!(
+        d.docker_ok(&["exec", "files", "echo", "thawed"]),
+        "thawed\n"
+    );
+    // export of a running and of a stopped container: the whole filesystem, as one tar.
+    for _ in 0..2 {
+        let tar = out.path().join("export.tar");
+        d.docker_ok(&["export", "-o", &tar.display().to_string(), "files"]);
+        let list = std::process::Command::new("tar")
+            .arg("-tf")
+            .arg(&tar)
+            .output()
+            .unwrap();
+        let list = String::from_utf8_lossy(&list.stdout);
+        assert!(list.lines().any(|l| l == "bin/busybox"), "{list}");
+        assert!(list.lines().any(|l| l == "tmp/payload"), "{list}");
+        d.docker_ok(&["stop", "-t", "0", "files"]);
+    }
+    d.docker_ok(&[
+        "cp",
+        "files:/tmp/payload",
+        &out.path().join("back").display().to_string(),
+    ]);
+    assert_eq!(
+        std::fs::read_to_string(out.path().join("back")).unwrap(),
+        "inside\n"
+    );
+}

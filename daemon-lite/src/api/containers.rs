@@ -371,6 +371,55 @@ pub async fn resize(d: &Arc<Daemon>, id: &str, q: &Query) -> ApiResult<Response<
     Ok(body::status(StatusCode::OK))
 }
 
+/// `pause` / `unpause`: freeze or thaw the container's cgroup.
+pub async fn pause(d: &Arc<Daemon>, id: &str, freeze: bool) -> ApiResult<Response<Body>> {
+    let h = find(d, id)?;
+    let _op = h.op.lock().await;
+    let status = h.status();
+    match (freeze, status) {
+        (true, Status::Running) | (false, Status::Paused) => {}
+        (true, Status::Paused) => {
+            return Err(ApiError::conflict(format!(
+                "Container {} is already paused",
+                h.id
+            )));
+        }
+        (false, _) => {
+            return Err(ApiError::conflict(format!(
+                "Container {} is not paused",
+                h.id
+            )));
+        }
+        (true, _) => {
+            return Err(ApiError::conflict(format!(
+                "Container {} is not running",
+                h.id
+            )));
+        }
+    }
+    let c = d
+        .runtime
+        .load(&h.id)
+        .map_err(|e| ApiError::conflict(format!("container {}: {e}", h.id)))?;
+    if freeze { c.pause() } else { c.resume() }
+        .map_err(|e| ApiError::internal(format!("container {}: {e}", h.id)))?;
+    h.update(|r| {
+        r.state.status = if freeze {
+            Status::Paused
+        } else {
+            Status::Running
+        }
+    })?;
+    let action = if freeze { "pause" } else { "unpause" };
+    d.events.publish(
+        "container",
+        action,
+        &h.id,
+        lifecycle::event_attributes(&h.record()),
+    );
+    Ok(body::status(StatusCode::NO_CONTENT))
+}
+
 pub async fn remove(d: &Arc<Daemon>, id: &str, q: &Query) -> ApiResult<Response<Body>> {
     let h = find(d, id)?;
     lifecycle::remove(d, &h, q.flag("force"), q.flag("v")).await?;

@@ -4,6 +4,7 @@
 //! Routing is one `match` on (method, path segments): the API is a flat table of ~50 routes,
 //! and hijacked connections need hyper's upgrades directly anyway.
 
+pub mod archive;
 pub mod attach;
 pub mod body;
 pub mod containers;
@@ -136,6 +137,12 @@ async fn route(d: &Arc<Daemon>, req: Request<Incoming>) -> ApiResult<Response<Bo
         (&M::POST, ["exec", id, "start"]) => exec::start(d, id, req).await,
         (&M::POST, ["exec", id, "resize"]) => exec::resize(d, id, &q).await,
         (&M::GET, ["exec", id, "json"]) => exec::inspect(d, id),
+        (&M::HEAD, ["containers", id, "archive"]) => archive::stat(d, id, &q).await,
+        (&M::GET, ["containers", id, "archive"]) => archive::get(d, id, &q).await,
+        (&M::PUT, ["containers", id, "archive"]) => archive::put(d, id, &q, req).await,
+        (&M::GET, ["containers", id, "export"]) => archive::export(d, id).await,
+        (&M::POST, ["containers", id, "pause"]) => containers::pause(d, id, true).await,
+        (&M::POST, ["containers", id, "unpause"]) => containers::pause(d, id, false).await,
         (&M::DELETE, ["containers", id]) => containers::remove(d, id, &q).await,
 
         (&M::GET, ["images", "json"]) => images::list(d, &q),
