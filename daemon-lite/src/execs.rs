@@ -200,7 +200,7 @@ pub async fn start(
         console_size,
         attached: u32::from(attached.is_some()),
     };
-    records::write_json(&dir.join(monitor::CONFIG_FILE), &config)?;
+    lifecycle::write_plain(&dir.join(monitor::CONFIG_FILE), &config)?;
     let socket = d
         .config
         .exec_root

@@ -347,6 +347,7 @@ fn spawn_in(
     bundle: &Path,
     attached: Vec<OwnedFd>,
 ) -> ApiResult<Spawned> {
+    let mut phases = Phases::new();
     let image = d
         .images
         .resolve(&record.image_id)
@@ -357,6 +358,7 @@ fn spawn_in(
     let mounts = d.images.snapshotter.mounts(&record.snapshot)?;
     berth_storage::mount::mount(&mounts, &rootfs)?;
 
+    phases.mark("rootfs");
     let hostname = spec::hostname(&record.id, &record.config);
     let host_network = record.host_config.opt_str("NetworkMode") == Some("host");
     let netns_path = bundle.join("netns");
@@ -384,6 +386,7 @@ fn spawn_in(
             )
             .map_err(|e| ApiError::internal(format!("container {}: {e}", record.id)))?;
     }
+    phases.mark("netns");
     let etc_hostname = if host_network {
         crate::platform::hostname()
     } else {
@@ -411,6 +414,7 @@ fn spawn_in(
     berth_network::etc_files::write(bundle, &names, &host_resolv, &dns)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
 
+    phases.mark("name files");
     let mut volume = |name: Option<&str>| -> std::io::Result<(String, PathBuf)> {
         let v = d.volumes.get_or_create(name, BTreeMap::new())?;
         Ok((v.name.clone(), d.volumes.data_dir(&v.name)))
@@ -441,7 +445,9 @@ fn spawn_in(
             }
         }
     }
-    records::write_json(&bundle.join("config.json"), &oci)?;
+    // Runtime state under the exec root (tmpfs, gone at reboot): written, not fsynced.
+    write_plain(&bundle.join("config.json"), &oci)?;
+    phases.mark("spec");
 
     let monitor_config = monitor::Config {
         id: record.id.clone(),
@@ -456,7 +462,7 @@ fn spawn_in(
         console_size: console_size(&record.host_config),
         attached: attached.len() as u32,
     };
-    records::write_json(&bundle.join(monitor::CONFIG_FILE), &monitor_config)?;
+    write_plain(&bundle.join(monitor::CONFIG_FILE), &monitor_config)?;
     let _ = std::fs::remove_file(bundle.join(monitor::EXIT_FILE));
     if let Some(log) = &record.log_path {
         if let Some(dir) = log.parent() {
@@ -466,11 +472,54 @@ fn spawn_in(
 
     let (monitor, report) =
         launch_monitor(d, bundle, &d.config.monitor_socket(&record.id), attached)?;
+    phases.mark("monitor and runtime");
+    tracing::debug!("container {}: started in {}", record.id, phases);
     Ok(Spawned {
         monitor,
         report,
         mount_points,
     })
+}
+
+/// Where a start spent its time, for the debug log.
+struct Phases {
+    last: std::time::Instant,
+    spent: Vec<(&'static str, Duration)>,
+}
+
+impl Phases {
+    fn new() -> Phases {
+        Phases {
+            last: std::time::Instant::now(),
+            spent: Vec::new(),
+        }
+    }
+
+    fn mark(&mut self, what: &'static str) {
+        let now = std::time::Instant::now();
+        self.spent.push((what, now - self.last));
+        self.last = now;
+    }
+}
+
+impl std::fmt::Display for Phases {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, (what, t)) in self.spent.iter().enumerate() {
+            let sep = if i == 0 { "" } else { ", " };
+            write!(f, "{sep}{what} {:.2} ms", t.as_secs_f64() * 1e3)?;
+        }
+        Ok(())
+    }
+}
+
+/// A JSON file for the runtime or the monitor: replaced by rename, without fsync (the exec
+/// root is runtime state, gone at reboot; nothing there must survive a power cut).
+pub(crate) fn write_plain(path: &Path, value: &impl serde::Serialize) -> std::io::Result<()> {
+    let bytes = serde_json::to_vec(value).map_err(std::io::Error::other)?;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    std::fs::write(&tmp, &bytes).map_err(|e| records::at(e, "write", Path::new(&tmp)))?;
+    std::fs::rename(&tmp, path).map_err(|e| records::at(e, "rename", path))
 }
 
 /// Spawns a monitor on the state directory `dir` (its `monitor.json` written) listening on
