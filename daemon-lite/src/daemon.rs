@@ -25,6 +25,8 @@ pub struct Config {
     pub storage_driver: String,
     /// The `berth-monitor` binary.
     pub monitor: PathBuf,
+    /// The default network's Linux bridge (`--bridge`, Docker's docker0).
+    pub bridge_name: String,
 }
 
 impl Config {
@@ -65,6 +67,7 @@ pub struct Daemon {
     pub containers: Containers,
     pub events: Events,
     pub execs: crate::execs::Execs,
+    pub networks: crate::networks::Networks,
     pub runtime: Runtime,
     pub started: Instant,
     pub id: String,
@@ -104,6 +107,10 @@ impl Daemon {
             containers: Containers::open(&config.root.join("containers"))?,
             events: Events::default(),
             execs: Default::default(),
+            networks: crate::networks::Networks::open(
+                &config.root.join("networks"),
+                &config.bridge_name,
+            )?,
             runtime: Runtime::new(config.runtime_root()),
             started: Instant::now(),
             id,

@@ -21,6 +21,7 @@ pub mod json_log;
 pub mod monitor;
 pub mod names;
 pub mod netns;
+pub mod networks;
 pub mod platform;
 pub mod records;
 pub mod seccomp_profile;

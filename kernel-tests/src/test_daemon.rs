@@ -15,6 +15,8 @@ pub struct TestDaemon {
     dir: tempfile::TempDir,
     child: Option<Child>,
     pub storage_driver: String,
+    /// The default network's bridge, unique per test daemon (removed on drop).
+    pub bridge: String,
 }
 
 /// A finished CLI command.
@@ -47,10 +49,13 @@ impl TestDaemon {
             .prefix("bd")
             .tempdir_in("/tmp")
             .expect("temporary directory");
+        // bt<pid><n>: unique on the host, at most 15 bytes.
+        let bridge = crate::harness::unique("bt").replace('-', "");
         let mut d = TestDaemon {
             dir,
             child: None,
             storage_driver: storage_driver.unwrap_or("").to_string(),
+            bridge,
         };
         d.spawn();
         d
@@ -86,6 +91,8 @@ impl TestDaemon {
             .arg("-H")
             .arg(self.host())
             .arg("--debug")
+            .arg("--bridge")
+            .arg(&self.bridge)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log);
@@ -257,6 +264,7 @@ impl Drop for TestDaemon {
             for id in ids.split_whitespace() {
                 let _ = self.docker(&["rm", "-f", "-v", id]);
             }
+            let _ = self.docker(&["network", "prune", "-f"]);
         }
         if let Some(mut c) = self.child.take() {
             // SAFETY: kill(2) on our own child's pid.
@@ -275,6 +283,11 @@ impl Drop for TestDaemon {
         for p in points {
             let _ = rustix::mount::unmount(p, rustix::mount::UnmountFlags::DETACH);
         }
+        // The default network's bridge outlives the daemon (as docker0 does): remove it.
+        let _ = Command::new("ip")
+            .args(["link", "delete", &self.bridge])
+            .stderr(Stdio::null())
+            .status();
     }
 }
 

@@ -87,6 +87,21 @@ fn command_line(r: &Record, d: &Daemon) -> Vec<String> {
     spec::command(image_config, &r.config)
 }
 
+/// `NetworkSettings.Networks` of a container: its networks by name.
+fn network_settings(r: &Record) -> Value {
+    let mut out = serde_json::Map::new();
+    for (name, a) in &r.networks {
+        out.insert(name.clone(), super::networks::endpoint_settings(name, a));
+    }
+    match r.host_config.opt_str("NetworkMode") {
+        Some(mode @ ("host" | "none")) if out.is_empty() => {
+            out.insert(mode.to_string(), json!({"NetworkID": "", "IPAddress": ""}));
+        }
+        _ => {}
+    }
+    Value::Object(out)
+}
+
 /// One row of `/containers/json`.
 pub fn summary(d: &Daemon, r: &Record, size: bool) -> Value {
     let args = command_line(r, d);
@@ -103,7 +118,7 @@ pub fn summary(d: &Daemon, r: &Record, size: bool) -> Value {
         "State": r.state.status.as_str(),
         "Status": human_status(r),
         "HostConfig": {"NetworkMode": network_mode},
-        "NetworkSettings": {"Networks": {}},
+        "NetworkSettings": {"Networks": network_settings(r)},
         "Mounts": r.mount_points,
     });
     if size {
@@ -186,6 +201,11 @@ pub fn inspect(d: &Arc<Daemon>, id: &str) -> ApiResult<Response<Body>> {
     let args = command_line(&r, d);
     let bundle = d.config.bundle_dir(&r.id);
     let s = &r.state;
+    let bridge = r
+        .networks
+        .get("bridge")
+        .map(|a| super::networks::endpoint_settings("bridge", a))
+        .unwrap_or(json!({"IPAddress": "", "IPPrefixLen": 0, "Gateway": ""}));
     let mut config = r.config.clone();
     let image = d.images.resolve(&r.image_id);
     if let (Some(obj), Some(image)) = (config.as_object_mut(), &image) {
@@ -245,7 +265,11 @@ pub fn inspect(d: &Arc<Daemon>, id: &str) -> ApiResult<Response<Body>> {
         "Config": config,
         "NetworkSettings": {
             "Bridge": "", "SandboxID": "", "SandboxKey": if s.status == Status::Running { bundle.join("netns").display().to_string() } else { String::new() },
-            "Ports": {}, "Networks": {},
+            "Ports": {},
+            "IPAddress": bridge["IPAddress"].clone(),
+            "IPPrefixLen": bridge["IPPrefixLen"].clone(),
+            "Gateway": bridge["Gateway"].clone(),
+            "Networks": network_settings(&r),
         },
     })))
 }

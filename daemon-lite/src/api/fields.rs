@@ -19,6 +19,8 @@ pub trait Fields {
     fn map(&self, key: &str) -> Vec<(String, String)>;
     /// An object's entries.
     fn map_values(&self, key: &str) -> Vec<(String, Value)>;
+    /// This value's own entries, if it is an object.
+    fn map_values_owned(&self) -> Vec<(String, Value)>;
 }
 
 impl Fields for Value {
@@ -77,6 +79,12 @@ impl Fields for Value {
                     .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
                     .collect()
             })
+            .unwrap_or_default()
+    }
+
+    fn map_values_owned(&self) -> Vec<(String, Value)> {
+        self.as_object()
+            .map(|o| o.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
             .unwrap_or_default()
     }
 

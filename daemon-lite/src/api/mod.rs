@@ -13,6 +13,7 @@ pub mod exec;
 pub mod fields;
 pub mod images;
 pub mod logs;
+pub mod networks;
 pub mod query;
 pub mod system;
 pub mod volumes;
@@ -168,8 +169,13 @@ async fn route(d: &Arc<Daemon>, req: Request<Incoming>) -> ApiResult<Response<Bo
         (&M::GET, ["volumes", name]) => volumes::inspect(d, name),
         (&M::DELETE, ["volumes", name]) => volumes::remove(d, name, &q),
 
-        (&M::GET, ["networks"]) => Ok(system::networks(d)),
-        (&M::GET, ["networks", name]) => system::network(d, name),
+        (&M::GET, ["networks"]) => networks::list(d, &q),
+        (&M::POST, ["networks", "create"]) => networks::create(d, req).await,
+        (&M::POST, ["networks", "prune"]) => networks::prune(d).await,
+        (&M::GET, ["networks", name]) => networks::inspect(d, name),
+        (&M::DELETE, ["networks", name]) => networks::remove(d, name).await,
+        (&M::POST, ["networks", name, "connect"]) => networks::connect(d, name, req).await,
+        (&M::POST, ["networks", name, "disconnect"]) => networks::disconnect(d, name, req).await,
 
         _ => Err(ApiError::new(
             StatusCode::NOT_FOUND,

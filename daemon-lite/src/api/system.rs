@@ -3,11 +3,11 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use hyper::{Method, Response, StatusCode};
+use hyper::{Method, Response};
 use serde_json::{Value, json};
 
 use super::body::{self, Body};
-use super::error::{ApiError, ApiResult};
+use super::error::ApiResult;
 use super::query::{Query, parse_time};
 use super::{API_VERSION, MIN_API_VERSION};
 use crate::containers::Status;
@@ -74,7 +74,7 @@ pub fn info(d: &Arc<Daemon>) -> Response<Body> {
         "Images": d.images.count(),
         "Driver": d.images.snapshotter.driver(),
         "DriverStatus": [["Backing Filesystem", ""]],
-        "Plugins": {"Volume": ["local"], "Network": ["host", "null"], "Log": ["json-file", "none"]},
+        "Plugins": {"Volume": ["local"], "Network": ["bridge", "host", "macvlan", "null"], "Log": ["json-file", "none"]},
         "MemoryLimit": true,
         "SwapLimit": true,
         "CpuCfsPeriod": true,
@@ -113,7 +113,7 @@ pub fn info(d: &Arc<Daemon>) -> Response<Body> {
         "Isolation": "",
         "InitBinary": "",
         "SecurityOptions": ["name=seccomp,profile=builtin", "name=no-new-privileges"],
-        "Warnings": [],
+        "Warnings": d.networks.datapath_warning.iter().collect::<Vec<_>>(),
     }))
 }
 
@@ -204,33 +204,4 @@ pub fn df(d: &Arc<Daemon>) -> Response<Body> {
         "Volumes": volumes,
         "BuildCache": [],
     }))
-}
-
-fn predefined() -> Vec<Value> {
-    ["none", "host"]
-        .iter()
-        .map(|name| {
-            let driver = if *name == "none" { "null" } else { "host" };
-            json!({
-                "Name": name, "Id": format!("{:0>64}", name.len()), "Created": "0001-01-01T00:00:00Z",
-                "Scope": "local", "Driver": driver, "EnableIPv6": false,
-                "IPAM": {"Driver": "default", "Options": null, "Config": []},
-                "Internal": false, "Attachable": false, "Ingress": false,
-                "ConfigFrom": {"Network": ""}, "ConfigOnly": false,
-                "Containers": {}, "Options": {}, "Labels": {},
-            })
-        })
-        .collect()
-}
-
-pub fn networks(_d: &Arc<Daemon>) -> Response<Body> {
-    body::ok_json(&Value::Array(predefined()))
-}
-
-pub fn network(_d: &Arc<Daemon>, name: &str) -> ApiResult<Response<Body>> {
-    predefined()
-        .into_iter()
-        .find(|n| n["Name"] == name || n["Id"].as_str().is_some_and(|id| id.starts_with(name)))
-        .map(|n| body::ok_json(&n))
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("network {name} not found")))
 }

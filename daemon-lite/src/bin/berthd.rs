@@ -25,6 +25,9 @@ struct Args {
     /// The group that may use the socket (default: `berth` if it exists, else root only).
     #[arg(short = 'G', long = "group")]
     group: Option<String>,
+    /// The Linux bridge of the default network (made on first use).
+    #[arg(short = 'b', long = "bridge", default_value = "berth0")]
+    bridge: String,
     #[arg(short = 'D', long)]
     debug: bool,
 }
@@ -96,6 +99,7 @@ fn run(args: Args) -> Result<(), String> {
         socket: socket.clone(),
         storage_driver,
         monitor,
+        bridge_name: args.bridge,
     };
     let daemon = Daemon::open(config).map_err(|e| e.to_string())?;
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -23,6 +23,7 @@ use crate::api::fields::Fields;
 use crate::daemon::Daemon;
 use crate::json_log::Rotation;
 use crate::monitor::{self, Exit, Report};
+use crate::networks::Attachment;
 use crate::{names, netns, records};
 
 impl From<Invalid> for ApiError {
@@ -51,15 +52,60 @@ fn publish(d: &Daemon, h: &Handle, action: &str, extra: &[(&str, String)]) {
     d.events.publish("container", action, &h.id, attrs);
 }
 
-/// Network modes berth can give a container today.
-fn check_network_mode(mode: &str) -> ApiResult<()> {
-    match mode {
-        "" | "default" | "none" | "host" | "bridge" => Ok(()),
-        m if m.starts_with("container:") => Err(ApiError::bad_request(format!(
-            "network mode {m:?} is not supported by berthd yet"
-        ))),
-        m => Err(ApiError::not_found(format!("network {m} not found"))),
+/// The networks a new container joins: its `NetworkMode` (`default` is the `bridge`
+/// network; `none` and `host` join none) and `NetworkingConfig.EndpointsConfig` (aliases,
+/// static addresses), keyed by network name.
+fn attachments(
+    d: &Daemon,
+    host_config: &Value,
+    networking: &Value,
+) -> ApiResult<BTreeMap<String, Attachment>> {
+    let mode = host_config.opt_str("NetworkMode").unwrap_or("default");
+    if mode.starts_with("container:") {
+        return Err(ApiError::bad_request(format!(
+            "network mode {mode:?} is not supported by berthd yet"
+        )));
     }
+    let mut out = BTreeMap::new();
+    let mut add = |name: &str, config: &Value| -> ApiResult<()> {
+        let r = d
+            .networks
+            .find(name)
+            .ok_or_else(|| ApiError::not_found(format!("network {name} not found")))?;
+        if matches!(r.driver.as_str(), "null" | "host") {
+            return Ok(());
+        }
+        let mut static_ips: Vec<std::net::IpAddr> = Vec::new();
+        for key in ["IPv4Address", "IPv6Address"] {
+            if let Some(ip) = config["IPAMConfig"].opt_str(key) {
+                static_ips.push(
+                    ip.parse()
+                        .map_err(|_| ApiError::bad_request(format!("invalid address {ip:?}")))?,
+                );
+            }
+        }
+        let entry = out.entry(r.name.clone()).or_insert_with(|| Attachment {
+            network_id: r.id.clone(),
+            ..Default::default()
+        });
+        entry.aliases.extend(config.list("Aliases"));
+        entry.static_ips.extend(static_ips);
+        Ok(())
+    };
+    let primary = if mode == "default" { "bridge" } else { mode };
+    let endpoints = networking["EndpointsConfig"].map_values_owned();
+    let primary_config = endpoints
+        .iter()
+        .find(|(n, _)| n == primary || (mode == "default" && n == "default"))
+        .map(|(_, c)| c.clone())
+        .unwrap_or(Value::Null);
+    add(primary, &primary_config)?;
+    for (name, config) in &endpoints {
+        if name != primary && !(mode == "default" && name == "default") {
+            add(name, config)?;
+        }
+    }
+    Ok(out)
 }
 
 /// json-file (the default) or none; rotation from `max-size` and `max-file`.
@@ -122,6 +168,7 @@ pub async fn create(d: &Arc<Daemon>, name: Option<&str>, mut body: Value) -> Api
     if !host_config.is_object() {
         host_config = json!({});
     }
+    let networking = body["NetworkingConfig"].take();
     if let Some(obj) = body.as_object_mut() {
         obj.remove("HostConfig");
         obj.remove("NetworkingConfig");
@@ -152,7 +199,19 @@ pub async fn create(d: &Arc<Daemon>, name: Option<&str>, mut body: Value) -> Api
             )));
         }
     }
-    check_network_mode(host_config.opt_str("NetworkMode").unwrap_or("default"))?;
+    let networks = attachments(d, &host_config, &networking)?;
+    if host_config
+        .get("PortBindings")
+        .and_then(Value::as_object)
+        .is_some_and(|p| {
+            p.values()
+                .any(|b| b.as_array().is_some_and(|a| !a.is_empty()))
+        })
+    {
+        return Err(ApiError::bad_request(
+            "publishing ports (-p) is not supported by berthd yet; reach the container at its address on its network",
+        ));
+    }
     spec::validate(image.runtime_config(), &config, &host_config)?;
     let rotation = log_settings(&host_config)?;
     let restart = &host_config["RestartPolicy"];
@@ -190,6 +249,7 @@ pub async fn create(d: &Arc<Daemon>, name: Option<&str>, mut body: Value) -> Api
         restart_count: 0,
         mount_points: Vec::new(),
         manually_stopped: false,
+        networks,
     };
     let snapshotter = d.images.snapshotter.clone();
     let key = snapshot.clone();
@@ -229,6 +289,8 @@ struct Spawned {
     monitor: MonitorProcess,
     report: Report,
     mount_points: Vec<Value>,
+    /// The container's networks with their endpoints (joined at this start).
+    networks: BTreeMap<String, Attachment>,
 }
 
 /// `start`. Returns false when the container was already running (Docker's 304).
@@ -277,6 +339,7 @@ async fn start_locked(d: &Arc<Daemon>, h: &Arc<Handle>) -> ApiResult<bool> {
                 r.state.oom_killed = false;
                 r.state.monitor = Some(spawned.monitor);
                 r.mount_points = spawned.mount_points;
+                r.networks = spawned.networks;
                 r.manually_stopped = false;
             })?;
             h.notify(|l| l.running = true);
@@ -289,9 +352,10 @@ async fn start_locked(d: &Arc<Daemon>, h: &Arc<Handle>) -> ApiResult<bool> {
             let d2 = d.clone();
             let id = h.id.clone();
             let pid = spawned.monitor.pid;
+            let joined = spawned.networks;
             tokio::task::spawn_blocking(move || {
                 reap_blocking(pid);
-                release_resources(&d2, &id)
+                release_resources(&d2, &id, &joined)
             })
             .await
             .map_err(|e| ApiError::internal(e.to_string()))?;
@@ -336,7 +400,7 @@ fn spawn(d: &Daemon, record: &Record, attached: Vec<OwnedFd>) -> ApiResult<Spawn
     let result = spawn_in(d, record, &bundle, attached);
     // After a failed report the caller cleans up once the monitor is reaped.
     if result.is_err() {
-        release_resources(d, &record.id);
+        release_resources(d, &record.id, &BTreeMap::new());
     }
     result
 }
@@ -386,6 +450,7 @@ fn spawn_in(
             )
             .map_err(|e| ApiError::internal(format!("container {}: {e}", record.id)))?;
     }
+    let networks = join_networks(d, record, &netns_path, host_network)?;
     phases.mark("netns");
     let etc_hostname = if host_network {
         crate::platform::hostname()
@@ -395,6 +460,12 @@ fn spawn_in(
     let names = berth_network::etc_files::ContainerNames {
         hostname: etc_hostname,
         domainname: record.config.opt_str("Domainname").map(str::to_string),
+        addresses: networks
+            .values()
+            .filter_map(|a| a.endpoint.as_ref())
+            .flat_map(|e| e.addresses.iter().map(|(ip, _)| *ip))
+            .collect(),
+        aliases: networks.values().flat_map(|a| a.aliases.clone()).collect(),
         ..Default::default()
     };
     let dns = berth_network::etc_files::DnsSettings {
@@ -478,7 +549,63 @@ fn spawn_in(
         monitor,
         report,
         mount_points,
+        networks,
     })
+}
+
+/// Joins the container's networks in order (the one of its `NetworkMode` first: it gives the
+/// default route); on an error, what was joined is left again.
+fn join_networks(
+    d: &Daemon,
+    record: &Record,
+    netns_path: &Path,
+    host_network: bool,
+) -> ApiResult<BTreeMap<String, Attachment>> {
+    let mut joined = record.networks.clone();
+    if host_network || joined.is_empty() {
+        return Ok(joined);
+    }
+    let mode = record
+        .host_config
+        .opt_str("NetworkMode")
+        .unwrap_or("default");
+    let primary = if mode == "default" { "bridge" } else { mode }.to_string();
+    let mut order: Vec<String> = joined.keys().cloned().collect();
+    order.sort_by_key(|n| *n != primary);
+    let ns = netns::open(netns_path)?;
+    use std::os::fd::AsFd;
+    for (i, name) in order.iter().enumerate() {
+        let attachment = joined.get(name).cloned().unwrap_or_default();
+        let result = d.networks.join(
+            &attachment.network_id,
+            &record.id,
+            ns.as_fd(),
+            &format!("eth{i}"),
+            &attachment.static_ips,
+            i == 0,
+        );
+        match result {
+            Ok(endpoint) => {
+                if let Some(a) = joined.get_mut(name) {
+                    a.endpoint = Some(endpoint);
+                }
+            }
+            Err(e) => {
+                leave_networks(d, &joined);
+                return Err(e);
+            }
+        }
+    }
+    Ok(joined)
+}
+
+/// Leaves every joined network; the namespace goes away next, taking the links with it.
+fn leave_networks(d: &Daemon, networks: &BTreeMap<String, Attachment>) {
+    for a in networks.values() {
+        if let Some(ep) = &a.endpoint {
+            d.networks.leave(&a.network_id, ep, None);
+        }
+    }
 }
 
 /// Where a start spent its time, for the debug log.
@@ -616,7 +743,8 @@ pub(crate) fn reap_blocking(pid: i32) {
 
 /// Unmounts the rootfs, drops the network namespace and the monitor socket of a container
 /// that is not running.
-fn release_resources(d: &Daemon, id: &str) {
+fn release_resources(d: &Daemon, id: &str, networks: &BTreeMap<String, Attachment>) {
+    leave_networks(d, networks);
     let bundle = d.config.bundle_dir(id);
     let rootfs = bundle.join("rootfs");
     while berth_storage::mount::unmount(&rootfs).is_ok() {}
@@ -684,8 +812,12 @@ fn abandon(d: &Daemon, id: &str, why: &str) -> Exit {
 async fn finish(d: Arc<Daemon>, h: Arc<Handle>, exit: Exit) {
     let d2 = d.clone();
     let id = h.id.clone();
-    let _ = tokio::task::spawn_blocking(move || release_resources(&d2, &id)).await;
+    let joined = h.record().networks.clone();
+    let _ = tokio::task::spawn_blocking(move || release_resources(&d2, &id, &joined)).await;
     let updated = h.update(|r| {
+        for a in r.networks.values_mut() {
+            a.endpoint = None;
+        }
         r.state.status = Status::Exited;
         r.state.pid = 0;
         r.state.exit_code = exit.exit_code;
@@ -950,7 +1082,7 @@ pub async fn remove(d: &Arc<Daemon>, h: &Arc<Handle>, force: bool, volumes: bool
     let record = h.snapshot();
     let d2 = d.clone();
     let removed = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-        release_resources(&d2, &record.id);
+        release_resources(&d2, &record.id, &record.networks);
         if let Err(e) = d2.images.snapshotter.remove(&record.snapshot) {
             if d2.images.snapshotter.stat(&record.snapshot).is_ok() {
                 return Err(std::io::Error::other(format!(
@@ -1067,7 +1199,7 @@ pub fn reconcile(d: &Arc<Daemon>) {
     for entry in std::fs::read_dir(&bundles).into_iter().flatten().flatten() {
         let id = entry.file_name().to_string_lossy().into_owned();
         if !known.contains(&id) {
-            release_resources(d, &id);
+            release_resources(d, &id, &BTreeMap::new());
             let _ = std::fs::remove_dir_all(entry.path());
         }
     }

@@ -106,6 +106,9 @@ pub struct Record {
     /// Set by `stop`, so restart policies leave the container alone until it is started again.
     #[serde(default)]
     pub manually_stopped: bool,
+    /// The networks the container is on, by name, with their endpoints while it runs.
+    #[serde(default)]
+    pub networks: std::collections::BTreeMap<String, crate::networks::Attachment>,
 }
 
 /// What `wait` watches.
