@@ -20,8 +20,10 @@ fi
 # `apt-get download busybox-static`; libdevmapper-dev, libclang-dev and pkg-config (the
 # devicemapper crate's bindings are generated at build time) and e2fsprogs (mkfs.ext4 for the
 # devicemapper driver's base filesystem, copied into the VM); clang and libbpf-dev (the BPF
-# datapath's C programs); iproute2's ip is copied into the VM for the VLAN test.
-packages=(libseccomp-dev libdevmapper-dev libclang-dev pkg-config e2fsprogs clang libbpf-dev umoci procps util-linux iproute2 uidmap passwd btrfs-progs zstd qemu-system-x86 tar gzip dpkg containerd podman docker.io skopeo)
+# datapath's C programs); iproute2's ip is copied into the VM for the VLAN test;
+# docker-registry and apache2-utils (htpasswd): the local registry berthd pulls from in
+# kernel-tests/tests/daemon_pull.rs (each test runs its own on 127.0.0.1, a random port).
+packages=(libseccomp-dev libdevmapper-dev libclang-dev pkg-config e2fsprogs clang libbpf-dev umoci procps util-linux iproute2 uidmap passwd btrfs-progs zstd qemu-system-x86 tar gzip dpkg containerd podman docker.io skopeo docker-registry apache2-utils)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -31,6 +33,10 @@ if [ ${#missing[@]} -gt 0 ] || ! apt-cache show busybox-static >/dev/null 2>&1; 
 fi
 if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# The package's own service (all interfaces, port 5000) is not wanted: tests start their own.
+if command -v systemctl >/dev/null && systemctl is-enabled docker-registry >/dev/null 2>&1; then
+  systemctl disable --now docker-registry >/dev/null 2>&1 || true
 fi
 
 cargo build --workspace --bins --quiet

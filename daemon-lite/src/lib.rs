@@ -24,5 +24,6 @@ pub mod netns;
 pub mod networks;
 pub mod platform;
 pub mod records;
+pub mod registry;
 pub mod seccomp_profile;
 pub mod volumes;

@@ -13,5 +13,6 @@ pub mod scratch_fs;
 pub mod storage;
 pub mod test_daemon;
 pub mod test_netns;
+pub mod test_registry;
 pub mod test_user;
 pub mod vm;

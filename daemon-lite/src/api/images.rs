@@ -17,6 +17,8 @@ use crate::containers::Status;
 use crate::daemon::Daemon;
 use crate::images::archive::{self, ArchiveError};
 use crate::images::{Image, Reference};
+use crate::registry::client::Credentials;
+use crate::registry::pull::{self, Progress};
 
 fn created_seconds(i: &Image) -> i64 {
     humantime::parse_rfc3339_weak(i.created().trim_end_matches('Z'))
@@ -39,7 +41,7 @@ pub fn summary(d: &Daemon, i: &Image) -> Value {
         "Id": i.id,
         "ParentId": "",
         "RepoTags": i.repo_tags,
-        "RepoDigests": [],
+        "RepoDigests": i.repo_digests,
         "Created": created_seconds(i),
         "Size": i.size,
         "SharedSize": -1,
@@ -84,7 +86,7 @@ pub fn inspect(d: &Arc<Daemon>, name: &str) -> ApiResult<Response<Body>> {
     Ok(body::ok_json(&json!({
         "Id": i.id,
         "RepoTags": i.repo_tags,
-        "RepoDigests": [],
+        "RepoDigests": i.repo_digests,
         "Parent": "",
         "Comment": i.config["comment"].as_str().unwrap_or(""),
         "Created": i.created(),
@@ -244,8 +246,8 @@ fn error_line(message: &str) -> Value {
     json!({"errorDetail": {"message": message}, "error": message})
 }
 
-/// `POST /images/create`: `fromSrc=-` imports the request body; `fromImage` needs the
-/// registry client (not in this daemon yet) and says so in the stream, as a failed pull does.
+/// `POST /images/create`: `fromSrc=-` imports the request body; `fromImage` pulls, streaming
+/// Docker's progress lines (an error is the stream's last line, as with dockerd).
 pub async fn create(
     d: &Arc<Daemon>,
     q: &Query,
@@ -321,10 +323,32 @@ pub async fn create(
         None => image.to_string(),
     };
     let r = Reference::parse(&reference).map_err(ApiError::bad_request)?;
-    Ok(stream_response(vec![error_line(&format!(
-        "pull access for {}: berthd has no registry client yet; load the image with `docker load` or `docker import`",
-        r.repository
-    ))]))
+    let credentials = req
+        .headers()
+        .get("X-Registry-Auth")
+        .and_then(|v| v.to_str().ok())
+        .and_then(Credentials::from_header);
+    let (tx, body) = body::channel(64);
+    let d = d.clone();
+    tokio::spawn(async move {
+        let progress = Progress::new(tx);
+        match pull::pull(&d, &r, credentials, &progress).await {
+            Ok(image) => {
+                let name = r.tagged().unwrap_or_else(|| r.repository.clone());
+                d.events.publish(
+                    "image",
+                    "pull",
+                    &name,
+                    [("name".to_string(), image.id)].into(),
+                );
+            }
+            Err(e) => progress.send(error_line(&e.to_string())).await,
+        }
+    });
+    Ok(Response::builder()
+        .header("Content-Type", "application/json")
+        .body(body)
+        .unwrap_or_else(|_| Response::new(body::empty())))
 }
 
 /// `POST /images/load`: a `docker save` archive in the body.

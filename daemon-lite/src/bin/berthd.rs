@@ -25,6 +25,9 @@ struct Args {
     /// The group that may use the socket (default: `berth` if it exists, else root only).
     #[arg(short = 'G', long = "group")]
     group: Option<String>,
+    /// A registry reached over plain HTTP (loopback ones always are); repeatable.
+    #[arg(long = "insecure-registry")]
+    insecure_registries: Vec<String>,
     /// The Linux bridge of the default network (made on first use).
     #[arg(short = 'b', long = "bridge", default_value = "berth0")]
     bridge: String,
@@ -100,6 +103,7 @@ fn run(args: Args) -> Result<(), String> {
         storage_driver,
         monitor,
         bridge_name: args.bridge,
+        insecure_registries: args.insecure_registries,
     };
     let daemon = Daemon::open(config).map_err(|e| e.to_string())?;
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -128,6 +128,7 @@ pub fn load(store: &ImageStore, path: &Path) -> Result<Vec<String>, ArchiveError
         let image = Image {
             id: digest_of(&config_bytes),
             repo_tags: repo_tags.clone(),
+            repo_digests: Vec::new(),
             config,
             layers: keys,
             size,
@@ -221,6 +222,7 @@ pub fn import(
     let image = Image {
         id: digest_of(&bytes),
         repo_tags: tag.into_iter().collect(),
+        repo_digests: Vec::new(),
         config,
         layers: vec![key],
         size,

@@ -25,6 +25,9 @@ pub struct Image {
     /// `sha256:` + the digest of the config as stored.
     pub id: String,
     pub repo_tags: Vec<String>,
+    /// `repository@sha256:…` of the manifests it was pulled by.
+    #[serde(default)]
+    pub repo_digests: Vec<String>,
     /// The image config (OCI / Docker schema2 shape).
     pub config: Value,
     /// The snapshot of each layer's chain, bottom first; the last is the container's parent.
@@ -147,6 +150,15 @@ impl ImageStore {
                     return Some(img.clone());
                 }
             }
+            if let Some(digest) = &r.digest {
+                let by_digest = format!("{}@{digest}", r.repository);
+                if let Some(img) = images
+                    .values()
+                    .find(|i| i.repo_digests.contains(&by_digest))
+                {
+                    return Some(img.clone());
+                }
+            }
         }
         let hex = name.strip_prefix("sha256:").unwrap_or(name);
         if hex.len() >= 4 && hex.chars().all(|c| c.is_ascii_hexdigit()) {
@@ -168,6 +180,11 @@ impl ImageStore {
             for t in &old.repo_tags {
                 if !image.repo_tags.contains(t) {
                     image.repo_tags.push(t.clone());
+                }
+            }
+            for d in &old.repo_digests {
+                if !image.repo_digests.contains(d) {
+                    image.repo_digests.push(d.clone());
                 }
             }
         }

@@ -1,0 +1,112 @@
+//! `docker pull` and `docker run` of an image berth does not have, from a local registry
+//! (Debian's docker-registry on 127.0.0.1; the image put there by skopeo).
+
+use berth_kernel_tests::test_daemon::TestDaemon;
+use berth_kernel_tests::test_registry::TestRegistry;
+
+#[test]
+fn pull_from_a_local_registry_and_run() {
+    let registry = TestRegistry::start();
+    let digest = registry.push_busybox("tools/busybox:1");
+    let d = TestDaemon::start();
+    let image = format!("{}/tools/busybox:1", registry.host());
+    let r = d.docker(&["pull", &image]);
+    assert_eq!(r.code, 0, "{r:?}\n{}", d.log());
+    assert!(
+        r.stdout.contains(&format!("Digest: {digest}")),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("Downloaded newer image for"),
+        "{}",
+        r.stdout
+    );
+    let digests = d.docker_ok(&["inspect", "-f", "{{json .RepoDigests}}", &image]);
+    assert_eq!(
+        digests.trim(),
+        format!("[\"{}/tools/busybox@{digest}\"]", registry.host())
+    );
+    assert_eq!(
+        d.docker_ok(&["run", "--rm", &image, "echo", "pulled"]),
+        "pulled\n"
+    );
+    // By digest, and a second pull that finds every layer present.
+    let by_digest = format!("{}/tools/busybox@{digest}", registry.host());
+    assert_eq!(
+        d.docker_ok(&["run", "--rm", &by_digest, "echo", "by digest"]),
+        "by digest\n"
+    );
+    let again = d.docker_ok(&["pull", &image]);
+    assert!(again.contains("Already exists"), "{again}");
+    // `docker run` of an image berthd does not have: the CLI's 404-then-pull path.
+    registry.push_busybox("other/box:latest");
+    let other = format!("{}/other/box", registry.host());
+    let r = d.docker(&["run", "--rm", &other, "echo", "pulled on demand"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(r.stdout.lines().last(), Some("pulled on demand"), "{r:?}");
+    assert!(r.stderr.contains("Unable to find image"), "{r:?}");
+    // berth's own CLI pulls too.
+    d.docker_ok(&["rmi", "-f", &other]);
+    let r = d.berth(&["run", "--rm", &other, "echo", "berth pulled"]);
+    assert_eq!(
+        (r.code, r.stdout.lines().last()),
+        (0, Some("berth pulled")),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn pull_errors_are_clear_and_leave_no_image() {
+    let registry = TestRegistry::start();
+    let d = TestDaemon::start();
+    let missing = format!("{}/nothing/here:1", registry.host());
+    let r = d.docker(&["pull", &missing]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("not found"), "{r:?}");
+    // A registry berth may not reach over plain HTTP: refused before any connection.
+    let r = d.docker(&["pull", "registry.example.invalid/x:1"]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("plain HTTP only"), "{r:?}");
+    // The registry goes away: an error, no image, and a retry once it is back succeeds.
+    let digest = registry.push_busybox("gone/box:1");
+    let image = format!("{}/gone/box:1", registry.host());
+    let port = registry.port;
+    drop(registry);
+    let r = d.docker(&["pull", &image]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains(&format!("127.0.0.1:{port}")), "{r:?}");
+    assert_eq!(d.docker_ok(&["images", "-q"]), "");
+    let _ = digest;
+}
+
+#[test]
+fn pull_with_credentials() {
+    let registry = TestRegistry::start_with(Some(("berth", "s3cret")));
+    let digest = registry.push_busybox("private/box:1");
+    let d = TestDaemon::start();
+    let image = format!("{}/private/box:1", registry.host());
+    let r = d.docker(&["pull", &image]);
+    assert_ne!(r.code, 0, "pulled without credentials");
+    assert!(r.stderr.contains("authentication required"), "{r:?}");
+    // The Docker CLI sends X-Registry-Auth from its config after `docker login`; berth's API
+    // takes the header as dockerd does.
+    let auth = base64_url(r#"{"username":"berth","password":"s3cret"}"#);
+    let (status, body) = d
+        .raw(
+            &format!("POST /v1.47/images/create?fromImage={}%2Fprivate%2Fbox&tag=1 HTTP/1.1\r\nHost: x\r\nX-Registry-Auth: {auth}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n", registry.host()),
+            b"",
+        )
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(&format!("Digest: {digest}")), "{body}");
+    assert_eq!(
+        d.docker_ok(&["run", "--rm", &image, "echo", "private"]),
+        "private\n"
+    );
+}
+
+fn base64_url(s: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE.encode(s)
+}
