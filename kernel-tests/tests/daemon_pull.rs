@@ -110,3 +110,59 @@ fn base64_url(s: &str) -> String {
     use base64::Engine;
     base64::engine::general_purpose::URL_SAFE.encode(s)
 }
+
+#[test]
+fn push_to_a_local_registry_and_pull_back() {
+    let registry = TestRegistry::start();
+    let d = TestDaemon::start();
+    d.load_busybox();
+    // A loaded image: its layer blobs as the archive had them, a schema 2 manifest made here.
+    let target = format!("{}/pushed/box:1", registry.host());
+    d.docker_ok(&["tag", "busybox", &target]);
+    let out = d.docker_ok(&["push", &target]);
+    let digest = out
+        .lines()
+        .find_map(|l| l.split("digest: ").nth(1))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no digest in {out}"))
+        .to_string();
+    // skopeo reads what berth pushed, and agrees on the digest.
+    let inspect = std::process::Command::new("skopeo")
+        .args([
+            "inspect",
+            "--tls-verify=false",
+            &format!("docker://{target}"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        inspect.status.success(),
+        "{}",
+        String::from_utf8_lossy(&inspect.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    assert_eq!(v["Digest"], digest.as_str());
+    // Pushing again finds every layer there.
+    assert!(
+        d.docker_ok(&["push", &target])
+            .contains("Layer already exists")
+    );
+    // Another daemon pulls it back and runs it.
+    let d2 = TestDaemon::start();
+    assert!(
+        d2.docker_ok(&["pull", &target])
+            .contains(&format!("Digest: {digest}"))
+    );
+    assert_eq!(
+        d2.docker_ok(&["run", "--rm", &target, "echo", "round trip"]),
+        "round trip\n"
+    );
+    // A pulled image pushed elsewhere keeps its manifest digest.
+    let original = registry.push_busybox("orig/box:1");
+    let pulled = format!("{}/orig/box:1", registry.host());
+    d2.docker_ok(&["pull", &pulled]);
+    let copy = format!("{}/copy/box:1", registry.host());
+    d2.docker_ok(&["tag", &pulled, &copy]);
+    let out = d2.docker_ok(&["push", &copy]);
+    assert!(out.contains(&format!("digest: {original}")), "{out}");
+}

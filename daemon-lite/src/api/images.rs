@@ -351,6 +351,41 @@ pub async fn create(
         .unwrap_or_else(|_| Response::new(body::empty())))
 }
 
+/// `POST /images/{name}/push`: the JSON-lines progress stream, an error as its last line.
+pub fn push(
+    d: &Arc<Daemon>,
+    name: &str,
+    q: &Query,
+    req: &Request<Incoming>,
+) -> ApiResult<Response<Body>> {
+    let reference = match q.get("tag").filter(|t| !t.is_empty()) {
+        Some(t) => format!("{name}:{t}"),
+        None => name.to_string(),
+    };
+    let r = Reference::parse(&reference).map_err(ApiError::bad_request)?;
+    let image = find(d, &reference)?;
+    let credentials = req
+        .headers()
+        .get("X-Registry-Auth")
+        .and_then(|v| v.to_str().ok())
+        .and_then(Credentials::from_header);
+    let (tx, body) = body::channel(64);
+    let d = d.clone();
+    tokio::spawn(async move {
+        let progress = Progress::new(tx);
+        match crate::registry::push::push(&d, &image, &r, credentials, &progress).await {
+            Ok(_) => d
+                .events
+                .publish("image", "push", &reference, Default::default()),
+            Err(e) => progress.send(error_line(&e.to_string())).await,
+        }
+    });
+    Ok(Response::builder()
+        .header("Content-Type", "application/json")
+        .body(body)
+        .unwrap_or_else(|_| Response::new(body::empty())))
+}
+
 /// `POST /images/load`: a `docker save` archive in the body.
 pub async fn load(d: &Arc<Daemon>, q: &Query, req: Request<Incoming>) -> ApiResult<Response<Body>> {
     let quiet = q.flag("quiet");

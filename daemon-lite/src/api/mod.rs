@@ -159,6 +159,9 @@ async fn route(d: &Arc<Daemon>, req: Request<Incoming>) -> ApiResult<Response<Bo
         (&M::GET, ["images", name @ .., "history"]) if !name.is_empty() => {
             images::history(d, &name.join("/"))
         }
+        (&M::POST, ["images", name @ .., "push"]) if !name.is_empty() => {
+            images::push(d, &name.join("/"), &q, &req)
+        }
         (&M::POST, ["images", name @ .., "tag"]) if !name.is_empty() => {
             images::tag(d, &name.join("/"), &q)
         }

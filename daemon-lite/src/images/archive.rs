@@ -11,7 +11,10 @@ use berth_storage::layer::{self, ApplyOptions};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::content::{BlobWriter, Descriptor};
 use super::{Image, ImageStore, Reference, chain_keys, digest_of};
+use berth_storage::layer::Compression;
+use std::io::Write;
 
 /// Why an archive could not be loaded: the client's fault (400) or ours (500).
 #[derive(Debug)]
@@ -109,8 +112,9 @@ pub fn load(store: &ImageStore, path: &Path) -> Result<Vec<String>, ArchiveError
         }
         let keys = chain_keys(&diff_ids);
         let mut size = 0;
+        let mut layer_blobs = Vec::new();
         for (i, layer_path) in m.layers.iter().enumerate() {
-            size += apply_layer(
+            let (used, blob) = apply_layer(
                 store,
                 &keys,
                 i,
@@ -119,7 +123,12 @@ pub fn load(store: &ImageStore, path: &Path) -> Result<Vec<String>, ArchiveError
                 &entries,
                 layer_path,
             )?;
+            size += used;
+            layer_blobs.push(blob);
         }
+        store
+            .content
+            .write(&digest_of(&config_bytes), &config_bytes)?;
         let mut repo_tags = Vec::new();
         for t in m.repo_tags.unwrap_or_default() {
             let r = Reference::parse(&t).map_err(ArchiveError::Invalid)?;
@@ -132,6 +141,7 @@ pub fn load(store: &ImageStore, path: &Path) -> Result<Vec<String>, ArchiveError
             config,
             layers: keys,
             size,
+            layer_blobs,
         };
         if repo_tags.is_empty() {
             loaded.push(format!("Loaded image ID: {}", image.id));
@@ -144,7 +154,31 @@ pub fn load(store: &ImageStore, path: &Path) -> Result<Vec<String>, ArchiveError
     Ok(loaded)
 }
 
-/// Applies layer `i` unless its chain is already there; the bytes it uses.
+/// The media type of a layer blob as it was read.
+pub fn layer_media_type(compression: Compression) -> &'static str {
+    match compression {
+        Compression::None => "application/vnd.docker.image.rootfs.diff.tar",
+        Compression::Gzip => "application/vnd.docker.image.rootfs.diff.tar.gzip",
+        Compression::Zstd => "application/vnd.oci.image.layer.v1.tar+zstd",
+    }
+}
+
+/// Copies what is read into a content-store blob.
+pub struct Tee<R> {
+    pub inner: R,
+    pub blob: BlobWriter,
+}
+
+impl<R: Read> Read for Tee<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.blob.write_all(&buf[..n])?;
+        Ok(n)
+    }
+}
+
+/// Applies layer `i` unless its chain is already there, keeping its blob; the bytes it uses
+/// and the blob's descriptor.
 fn apply_layer(
     store: &ImageStore,
     keys: &[String],
@@ -153,20 +187,25 @@ fn apply_layer(
     file: &mut File,
     entries: &HashMap<String, (u64, u64)>,
     layer_path: &str,
-) -> Result<u64, ArchiveError> {
+) -> Result<(u64, Descriptor), ArchiveError> {
     let snapshotter = store.snapshotter.as_ref();
-    if snapshotter.stat(&keys[i]).is_err() {
+    let mut head = [0u8; 4];
+    let _ = member(file, entries, layer_path)?.read(&mut head)?;
+    let mut tee = Tee {
+        inner: member(file, entries, layer_path)?,
+        blob: store.content.writer()?,
+    };
+    let (digest, media_type) = if snapshotter.stat(&keys[i]).is_err() {
         let parent = if i == 0 {
             None
         } else {
             Some(keys[i - 1].as_str())
         };
-        let input = member(file, entries, layer_path)?;
         let applied = layer::apply_layer(
             snapshotter,
             &keys[i],
             parent,
-            input,
+            &mut tee,
             &ApplyOptions::default(),
             Default::default(),
         )
@@ -178,8 +217,33 @@ fn apply_layer(
                 applied.diff_id
             )));
         }
-    }
-    Ok(snapshotter.usage(&keys[i]).map(|u| u.size).unwrap_or(0))
+        (applied.digest, layer_media_type(applied.compression))
+    } else {
+        // The layer is there already: only its blob is kept (the archive's bytes).
+        io::copy(&mut tee, &mut io::sink())?;
+        let compression = match head {
+            [0x1f, 0x8b, ..] => Compression::Gzip,
+            [0x28, 0xb5, 0x2f, 0xfd] => Compression::Zstd,
+            _ => Compression::None,
+        };
+        (String::new(), layer_media_type(compression))
+    };
+    let size = tee.blob.size();
+    let digest = if digest.is_empty() {
+        tee.blob.commit_computed(&store.content)?
+    } else {
+        tee.blob.commit(&store.content, &digest)?;
+        digest
+    };
+    let usage = snapshotter.usage(&keys[i]).map(|u| u.size).unwrap_or(0);
+    Ok((
+        usage,
+        Descriptor {
+            media_type: media_type.into(),
+            digest,
+            size,
+        },
+    ))
 }
 
 /// `docker import`: one layer from a root filesystem tar (gzip or zstd too), an image config
@@ -197,16 +261,25 @@ pub fn import(
         apply_change(&mut runtime_config, change).map_err(ArchiveError::Invalid)?;
     }
     let key = format!("layer-import-{}", crate::names::new_id()?);
-    let input = File::open(path)?;
+    let mut tee = Tee {
+        inner: File::open(path)?,
+        blob: store.content.writer()?,
+    };
     let applied = layer::apply_layer(
         store.snapshotter.as_ref(),
         &key,
         None,
-        input,
+        &mut tee,
         &ApplyOptions::default(),
         Default::default(),
     )
     .map_err(|e| ArchiveError::Invalid(format!("import: {e}")))?;
+    let blob = Descriptor {
+        media_type: layer_media_type(applied.compression).into(),
+        digest: applied.digest.clone(),
+        size: tee.blob.size(),
+    };
+    tee.blob.commit(&store.content, &applied.digest)?;
     let now = humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string();
     let config = json!({
         "architecture": crate::platform::architecture(),
@@ -218,6 +291,7 @@ pub fn import(
         "history": [{"created": now, "comment": message, "created_by": "berth import"}],
     });
     let bytes = serde_json::to_vec(&config).map_err(|e| ArchiveError::Failed(e.to_string()))?;
+    store.content.write(&digest_of(&bytes), &bytes)?;
     let size = store.snapshotter.usage(&key).map(|u| u.size).unwrap_or(0);
     let image = Image {
         id: digest_of(&bytes),
@@ -226,6 +300,7 @@ pub fn import(
         config,
         layers: vec![key],
         size,
+        layer_blobs: vec![blob],
     };
     let id = image.id.clone();
     store.insert(image)?;

@@ -4,6 +4,7 @@
 //! registry client comes with the image issue.
 
 pub mod archive;
+pub mod content;
 pub mod reference;
 
 use std::collections::BTreeMap;
@@ -34,6 +35,10 @@ pub struct Image {
     pub layers: Vec<String>,
     /// Bytes the image's layers use on disk.
     pub size: u64,
+    /// The layer blobs as they arrived (in the content store), bottom first: what push and
+    /// save send.
+    #[serde(default)]
+    pub layer_blobs: Vec<content::Descriptor>,
 }
 
 impl Image {
@@ -90,6 +95,7 @@ pub fn digest_of(bytes: &[u8]) -> String {
 /// The images of one daemon root.
 pub struct ImageStore {
     dir: PathBuf,
+    pub content: content::ContentStore,
     pub snapshotter: Arc<dyn Snapshotter>,
     images: RwLock<BTreeMap<String, Image>>,
 }
@@ -118,6 +124,7 @@ impl ImageStore {
             let _ = fs::remove_file(entry.path());
         }
         Ok(ImageStore {
+            content: content::ContentStore::open(&dir.join("blobs"))?,
             dir: dir.to_path_buf(),
             snapshotter,
             images: RwLock::new(images),
@@ -259,6 +266,20 @@ impl ImageStore {
                 }
             }
         }
+        // Blobs only this image named go too.
+        let keep: std::collections::HashSet<String> = images
+            .values()
+            .flat_map(|i| {
+                std::iter::once(i.id.clone())
+                    .chain(i.layer_blobs.iter().map(|b| b.digest.clone()))
+                    .chain(
+                        i.repo_digests
+                            .iter()
+                            .filter_map(|d| d.rsplit_once('@').map(|(_, d)| d.to_string())),
+                    )
+            })
+            .collect();
+        self.content.retain(&keep);
         Ok(deleted)
     }
 

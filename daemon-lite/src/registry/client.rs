@@ -10,9 +10,10 @@ use std::sync::Mutex;
 
 use base64::Engine;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
-use hyper::{Request, Response, StatusCode};
+use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 
 /// Credentials for one registry (from `X-Registry-Auth`).
@@ -137,6 +138,18 @@ impl Registry {
         accept: &str,
         authorization: Option<&str>,
     ) -> Result<Response<Incoming>, RegistryError> {
+        self.send_with(Method::GET, uri, accept, authorization, &Payload::None)
+            .await
+    }
+
+    async fn send_with(
+        &self,
+        method: Method,
+        uri: &str,
+        accept: &str,
+        authorization: Option<&str>,
+        payload: &Payload,
+    ) -> Result<Response<Incoming>, RegistryError> {
         let stream = tokio::net::TcpStream::connect(self.address)
             .await
             .map_err(|e| RegistryError::Failed(format!("connect to {}: {e}", self.host)))?;
@@ -146,7 +159,9 @@ impl Registry {
         tokio::spawn(async move {
             let _ = conn.await;
         });
-        let mut req = Request::get(uri)
+        let mut req = Request::builder()
+            .method(method)
+            .uri(uri)
             .header("Host", &self.host)
             .header("User-Agent", concat!("berthd/", env!("CARGO_PKG_VERSION")));
         if !accept.is_empty() {
@@ -155,8 +170,30 @@ impl Registry {
         if let Some(a) = authorization {
             req = req.header("Authorization", a);
         }
+        let body: BoxBody<Bytes, std::io::Error> = match payload {
+            Payload::None => Empty::<Bytes>::new().map_err(|e| match e {}).boxed(),
+            Payload::Bytes(bytes, content_type) => {
+                req = req
+                    .header("Content-Type", content_type.as_str())
+                    .header("Content-Length", bytes.len());
+                Full::new(bytes.clone()).map_err(|e| match e {}).boxed()
+            }
+            Payload::File(path, len) => {
+                let file = tokio::fs::File::open(path)
+                    .await
+                    .map_err(|e| RegistryError::Failed(format!("{}: {e}", path.display())))?;
+                req = req
+                    .header("Content-Type", "application/octet-stream")
+                    .header("Content-Length", *len);
+                FileBody {
+                    file,
+                    buf: vec![0; 256 * 1024],
+                }
+                .boxed()
+            }
+        };
         let req = req
-            .body(Empty::<Bytes>::new())
+            .body(body)
             .map_err(|e| RegistryError::Failed(e.to_string()))?;
         sender
             .send_request(req)
@@ -240,6 +277,60 @@ impl Registry {
         )))
     }
 
+    /// Any request, authenticating when the registry asks (no redirects followed).
+    pub async fn request(
+        &self,
+        method: Method,
+        uri: &str,
+        payload: &Payload,
+    ) -> Result<Response<Incoming>, RegistryError> {
+        let auth = self
+            .authorization
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let resp = self
+            .send_with(method.clone(), uri, "", auth.as_deref(), payload)
+            .await?;
+        if resp.status() != StatusCode::UNAUTHORIZED {
+            return Ok(resp);
+        }
+        let challenge = resp
+            .headers()
+            .get("WWW-Authenticate")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let authorization = self.authenticate(&challenge).await?;
+        *self.authorization.lock().unwrap_or_else(|p| p.into_inner()) = Some(authorization.clone());
+        let resp = self
+            .send_with(method, uri, "", Some(&authorization), payload)
+            .await?;
+        if resp.status() == StatusCode::UNAUTHORIZED {
+            return Err(RegistryError::Unauthorized(format!(
+                "{}: unauthorized: authentication required",
+                self.host
+            )));
+        }
+        Ok(resp)
+    }
+
+    /// A `Location` the registry answered, as a path on this registry.
+    pub fn local_path(&self, location: &str) -> Result<String, RegistryError> {
+        if location.starts_with('/') {
+            return Ok(location.to_string());
+        }
+        location
+            .strip_prefix(&format!("http://{}", self.host))
+            .map(str::to_string)
+            .ok_or_else(|| {
+                RegistryError::Refused(format!(
+                    "{}: location {location} is outside the registry",
+                    self.host
+                ))
+            })
+    }
+
     /// An `Authorization` value answering a `WWW-Authenticate` challenge.
     async fn authenticate(&self, challenge: &str) -> Result<String, RegistryError> {
         let basic = self.credentials.as_ref().map(|c| {
@@ -308,6 +399,44 @@ impl Registry {
             .or_else(|| v["access_token"].as_str())
             .ok_or_else(|| RegistryError::Failed("token service: no token".into()))?;
         Ok(format!("Bearer {token}"))
+    }
+}
+
+/// What a request carries.
+pub enum Payload {
+    None,
+    Bytes(Bytes, String),
+    /// A file of the given length (a blob), streamed.
+    File(std::path::PathBuf, u64),
+}
+
+/// A file as a request body, read as it is sent.
+struct FileBody {
+    file: tokio::fs::File,
+    buf: Vec<u8>,
+}
+
+impl hyper::body::Body for FileBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, std::io::Error>>> {
+        use tokio::io::AsyncRead;
+        let this = &mut *self;
+        let mut read = tokio::io::ReadBuf::new(&mut this.buf);
+        match std::pin::Pin::new(&mut this.file).poll_read(cx, &mut read) {
+            std::task::Poll::Ready(Ok(())) if read.filled().is_empty() => {
+                std::task::Poll::Ready(None)
+            }
+            std::task::Poll::Ready(Ok(())) => std::task::Poll::Ready(Some(Ok(
+                hyper::body::Frame::data(Bytes::copy_from_slice(read.filled())),
+            ))),
+            std::task::Poll::Ready(Err(e)) => std::task::Poll::Ready(Some(Err(e))),
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        }
     }
 }
 

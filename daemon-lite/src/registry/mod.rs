@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod pull;
+pub mod push;
 
 use crate::images::Reference;
 

@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 
 use super::client::{Credentials, Registry, RegistryError, read_limited};
 use crate::daemon::Daemon;
+use crate::images::content::Descriptor;
 use crate::images::{Image, Reference, chain_keys, digest_of};
 
 const MANIFEST_TYPES: &str = "application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
@@ -123,6 +124,11 @@ pub async fn pull(
     )
     .await?;
     check_digest("image config", &config_bytes, &config_digest)?;
+    let content = &d.images.content;
+    content
+        .write(&config_digest, &config_bytes)
+        .and_then(|()| content.write(&digest_of(&manifest_bytes), &manifest_bytes))
+        .map_err(|e| RegistryError::Failed(format!("store the manifest and config: {e}")))?;
     let config: Value = serde_json::from_slice(&config_bytes)
         .map_err(|e| RegistryError::Failed(format!("image config: {e}")))?;
     let diff_ids: Vec<String> = config["rootfs"]["diff_ids"]
@@ -142,6 +148,12 @@ pub async fn pull(
             )
         })
         .collect();
+    let layer_blobs: Vec<Descriptor> = manifest["layers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|l| serde_json::from_value(l.clone()).ok())
+        .collect();
     if layers.len() != diff_ids.len() {
         return Err(RegistryError::Failed(format!(
             "the manifest has {} layers, its config {} diff ids",
@@ -159,7 +171,7 @@ pub async fn pull(
     let mut size = 0;
     for (i, (digest, total)) in layers.iter().enumerate() {
         let id = short(digest);
-        if snapshotter.stat(&keys[i]).is_ok() {
+        if snapshotter.stat(&keys[i]).is_ok() && content.has(digest) {
             progress.status(Some(&id), "Already exists").await;
         } else {
             fetch_layer(
@@ -185,6 +197,7 @@ pub async fn pull(
         config,
         layers: keys,
         size,
+        layer_blobs,
     };
     d.images
         .insert(image.clone())
@@ -249,18 +262,41 @@ async fn fetch_layer(
         digest: Some(digest.to_string()),
         ..Default::default()
     };
+    let blob = d
+        .images
+        .content
+        .writer()
+        .map_err(|e| RegistryError::Failed(format!("content store: {e}")))?;
+    let d2 = d.clone();
+    let blob_digest = digest.to_string();
     let apply = tokio::task::spawn_blocking(move || {
-        berth_storage::layer::apply_layer(
-            snapshotter.as_ref(),
-            &key,
-            parent.as_deref(),
-            ChannelReader {
+        let mut tee = crate::images::archive::Tee {
+            inner: ChannelReader {
                 rx,
                 chunk: Bytes::new(),
             },
-            &opts,
-            Default::default(),
-        )
+            blob,
+        };
+        // A layer present already (its blob was missing) is only stored, not applied again.
+        let applied = if snapshotter.stat(&key).is_ok() {
+            std::io::copy(&mut tee, &mut std::io::sink())
+                .map(|_| None)
+                .map_err(|e| berth_storage::Error::Unsupported(e.to_string()))
+        } else {
+            berth_storage::layer::apply_layer(
+                snapshotter.as_ref(),
+                &key,
+                parent.as_deref(),
+                &mut tee,
+                &opts,
+                Default::default(),
+            )
+            .map(Some)
+        }?;
+        tee.blob
+            .commit(&d2.images.content, &blob_digest)
+            .map_err(|e| berth_storage::Error::Unsupported(format!("store the blob: {e}")))?;
+        Ok::<_, berth_storage::Error>(applied)
     });
     let mut body = resp.into_body();
     let mut current = 0u64;
@@ -298,6 +334,9 @@ async fn fetch_layer(
         .await
         .map_err(|e| RegistryError::Failed(e.to_string()))?
         .map_err(|e| RegistryError::Failed(format!("layer {digest}: {e}")))?;
+    let Some(applied) = applied else {
+        return Ok(());
+    };
     if applied.diff_id != diff_id {
         let _ = d.images.snapshotter.remove(&keys[i]);
         return Err(RegistryError::Failed(format!(
