@@ -784,3 +784,73 @@ fn bridge_networks_connect_containers_by_address() {
         d.bridge
     );
 }
+
+#[test]
+fn save_and_load_round_trip_between_daemons_and_tools() {
+    let d = daemon();
+    let out = tempfile::tempdir().unwrap();
+    let tar = out.path().join("saved.tar");
+    d.docker_ok(&["save", "-o", &tar.display().to_string(), "busybox"]);
+    // Both layouts: docker load reads manifest.json, OCI tools read index.json.
+    let list = std::process::Command::new("tar")
+        .arg("-tf")
+        .arg(&tar)
+        .output()
+        .unwrap();
+    let list = String::from_utf8_lossy(&list.stdout);
+    for entry in ["manifest.json", "index.json", "oci-layout"] {
+        assert!(list.lines().any(|l| l == entry), "{entry}: {list}");
+    }
+    let layout = out.path().join("layout");
+    std::fs::create_dir(&layout).unwrap();
+    assert!(
+        std::process::Command::new("tar")
+            .arg("-xf")
+            .arg(&tar)
+            .arg("-C")
+            .arg(&layout)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let inspect = std::process::Command::new("skopeo")
+        .args(["inspect", &format!("oci:{}", layout.display())])
+        .output()
+        .unwrap();
+    assert!(
+        inspect.status.success(),
+        "skopeo reads the saved OCI layout: {}",
+        String::from_utf8_lossy(&inspect.stderr)
+    );
+    // Another daemon loads the docker archive; and an OCI layout archive (no manifest.json).
+    let d2 = TestDaemon::start();
+    assert!(
+        d2.docker_ok(&["load", "-i", &tar.display().to_string()])
+            .contains("busybox:latest")
+    );
+    assert_eq!(
+        d2.docker_ok(&["run", "--rm", "busybox", "echo", "loaded"]),
+        "loaded\n"
+    );
+    let oci_tar = out.path().join("oci.tar");
+    let status = std::process::Command::new("tar")
+        .args([
+            "-cf",
+            &oci_tar.display().to_string(),
+            "-C",
+            &layout.display().to_string(),
+            "index.json",
+            "oci-layout",
+            "blobs",
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let d3 = TestDaemon::start();
+    let loaded = d3.docker_ok(&["load", "-i", &oci_tar.display().to_string()]);
+    assert!(loaded.contains("busybox:latest"), "{loaded}");
+    assert_eq!(
+        d3.docker_ok(&["run", "--rm", "busybox", "echo", "from OCI"]),
+        "from OCI\n"
+    );
+}

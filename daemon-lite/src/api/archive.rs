@@ -266,8 +266,14 @@ fn append_resolved(
 }
 
 /// Feeds a response body from a blocking writer.
-struct ChannelWriter {
+pub struct ChannelWriter {
     tx: tokio::sync::mpsc::Sender<Bytes>,
+}
+
+impl ChannelWriter {
+    pub fn new(tx: tokio::sync::mpsc::Sender<Bytes>) -> ChannelWriter {
+        ChannelWriter { tx }
+    }
 }
 
 impl std::io::Write for ChannelWriter {

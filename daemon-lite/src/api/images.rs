@@ -386,6 +386,46 @@ pub fn push(
         .unwrap_or_else(|_| Response::new(body::empty())))
 }
 
+/// `GET /images/get?names=…` (repeatable): `docker save`.
+pub fn save(d: &Arc<Daemon>, raw_query: Option<&str>) -> ApiResult<Response<Body>> {
+    let mut images = Vec::new();
+    for pair in raw_query.unwrap_or("").split('&') {
+        let Some(value) = pair.strip_prefix("names=") else {
+            continue;
+        };
+        let name = Query::parse(Some(&format!("n={value}")))
+            .get("n")
+            .unwrap_or("")
+            .to_string();
+        let image = find(d, &name)?;
+        let tag = Reference::parse(&name)
+            .ok()
+            .and_then(|r| r.tagged())
+            .filter(|t| image.repo_tags.contains(t));
+        images.push((image, tag));
+    }
+    if images.is_empty() {
+        return Err(ApiError::bad_request("no image named (names=…)"));
+    }
+    let (tx, body) = body::channel(8);
+    let d = d.clone();
+    tokio::task::spawn_blocking(move || {
+        let out = crate::api::archive::ChannelWriter::new(tx);
+        if let Err(e) = archive::save(&d.images, &images, out) {
+            tracing::error!(
+                "save: {}",
+                match e {
+                    ArchiveError::Invalid(m) | ArchiveError::Failed(m) => m,
+                }
+            );
+        }
+    });
+    Ok(Response::builder()
+        .header("Content-Type", "application/x-tar")
+        .body(body)
+        .unwrap_or_else(|_| Response::new(body::empty())))
+}
+
 /// `POST /images/load`: a `docker save` archive in the body.
 pub async fn load(d: &Arc<Daemon>, q: &Query, req: Request<Incoming>) -> ApiResult<Response<Body>> {
     let quiet = q.flag("quiet");

@@ -150,6 +150,10 @@ async fn route(d: &Arc<Daemon>, req: Request<Incoming>) -> ApiResult<Response<Bo
         (&M::POST, ["images", "create"]) => images::create(d, &q, req).await,
         (&M::POST, ["images", "load"]) => images::load(d, &q, req).await,
         (&M::POST, ["images", "prune"]) => images::prune(d, &q),
+        (&M::GET, ["images", "get"]) => images::save(d, req.uri().query()),
+        (&M::GET, ["images", name @ .., "get"]) if !name.is_empty() => {
+            images::save(d, Some(&format!("names={}", name.join("/"))))
+        }
         (&M::DELETE, ["images", name @ ..]) if !name.is_empty() => {
             images::remove(d, &name.join("/"), &q)
         }

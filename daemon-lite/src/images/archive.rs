@@ -83,14 +83,72 @@ fn read_member(
     Ok(bytes)
 }
 
+/// The images of an OCI image layout archive (`index.json`, `blobs/`), as `manifest.json`
+/// entries would name them.
+fn oci_layout_entries(
+    file: &mut File,
+    entries: &HashMap<String, (u64, u64)>,
+) -> Result<Vec<ManifestEntry>, ArchiveError> {
+    let blob = |d: &str| -> Result<String, ArchiveError> {
+        let hex = d
+            .strip_prefix("sha256:")
+            .filter(|h| h.len() == 64 && h.chars().all(|c| c.is_ascii_hexdigit()))
+            .ok_or_else(|| ArchiveError::Invalid(format!("bad digest {d:?}")))?;
+        Ok(format!("blobs/sha256/{hex}"))
+    };
+    let index = read_member(file, entries, "index.json", 16 << 20).map_err(|_| {
+        ArchiveError::Invalid(
+            "neither manifest.json (docker save) nor index.json (OCI layout) in the archive".into(),
+        )
+    })?;
+    let index: Value = serde_json::from_slice(&index)
+        .map_err(|e| ArchiveError::Invalid(format!("index.json: {e}")))?;
+    let mut out = Vec::new();
+    for m in index["manifests"].as_array().into_iter().flatten() {
+        let digest = m["digest"].as_str().unwrap_or("");
+        let bytes = read_member(file, entries, &blob(digest)?, 16 << 20)?;
+        if digest_of(&bytes) != digest {
+            return Err(ArchiveError::Invalid(format!(
+                "manifest {digest}: wrong digest"
+            )));
+        }
+        let manifest: Value = serde_json::from_slice(&bytes)
+            .map_err(|e| ArchiveError::Invalid(format!("manifest {digest}: {e}")))?;
+        let name = m["annotations"]["io.containerd.image.name"]
+            .as_str()
+            .map(str::to_string)
+            .or_else(|| {
+                m["annotations"]["org.opencontainers.image.ref.name"]
+                    .as_str()
+                    .filter(|r| r.contains(['/', ':']))
+                    .map(str::to_string)
+            });
+        out.push(ManifestEntry {
+            config: blob(manifest["config"]["digest"].as_str().unwrap_or(""))?,
+            repo_tags: name.map(|n| vec![n]),
+            layers: manifest["layers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|l| blob(l["digest"].as_str().unwrap_or("")))
+                .collect::<Result<_, _>>()?,
+        });
+    }
+    Ok(out)
+}
+
 /// Loads every image of a `docker save` archive; returns what was loaded, as `docker load`
 /// prints it (`Loaded image: busybox:latest` or `Loaded image ID: sha256:…`).
 pub fn load(store: &ImageStore, path: &Path) -> Result<Vec<String>, ArchiveError> {
     let mut file = File::open(path)?;
     let entries = index(&mut file)?;
-    let manifest = read_member(&mut file, &entries, "manifest.json", 16 << 20)?;
-    let manifest: Vec<ManifestEntry> = serde_json::from_slice(&manifest)
-        .map_err(|e| ArchiveError::Invalid(format!("manifest.json: {e}")))?;
+    let manifest: Vec<ManifestEntry> = if entries.contains_key("manifest.json") {
+        let bytes = read_member(&mut file, &entries, "manifest.json", 16 << 20)?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| ArchiveError::Invalid(format!("manifest.json: {e}")))?
+    } else {
+        oci_layout_entries(&mut file, &entries)?
+    };
     let mut loaded = Vec::new();
     for m in manifest {
         let config_bytes = read_member(&mut file, &entries, &m.config, 16 << 20)?;
@@ -369,6 +427,108 @@ pub fn apply_change(config: &mut Value, change: &str) -> Result<(), String> {
         }
         other => return Err(format!("{other} is not a change import can apply")),
     }
+    Ok(())
+}
+
+/// `docker save`: the images as one tar in both layouts docker load and OCI tools read —
+/// `manifest.json` (Docker's) and `index.json` + `oci-layout` (OCI's) over the same
+/// `blobs/sha256/…`, which are the blobs as berth keeps them (as pulled, loaded or imported).
+pub fn save(
+    store: &ImageStore,
+    images: &[(Image, Option<String>)],
+    out: impl io::Write,
+) -> Result<(), ArchiveError> {
+    let mut builder = tar::Builder::new(out);
+    let mut written = std::collections::HashSet::new();
+    let mut docker_manifest = Vec::new();
+    let mut index = Vec::new();
+    let add = |builder: &mut tar::Builder<_>, name: String, bytes: &[u8]| -> io::Result<()> {
+        let mut header = tar::Header::new_ustar();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o644);
+        header.set_mtime(0);
+        header.set_entry_type(tar::EntryType::Regular);
+        builder.append_data(&mut header, name, bytes)
+    };
+    let blob_name = |d: &str| format!("blobs/sha256/{}", d.trim_start_matches("sha256:"));
+    for (image, tag) in images {
+        if image.layer_blobs.len() != image.layers.len() {
+            return Err(ArchiveError::Invalid(format!(
+                "image {} has no layer blobs kept (loaded by an older berth); load or pull it again",
+                image.id
+            )));
+        }
+        let config = store
+            .content
+            .read(&image.id)
+            .or_else(|_| serde_json::to_vec(&image.config).map_err(io::Error::other))?;
+        if !store.content.has(&image.id) {
+            // Checked against the image id as it is stored.
+            store
+                .content
+                .write(&image.id, &config)
+                .map_err(|e| ArchiveError::Failed(format!("the config of {}: {e}", image.id)))?;
+        }
+        let mut blobs = vec![(image.id.clone(), None)];
+        blobs.extend(
+            image
+                .layer_blobs
+                .iter()
+                .map(|b| (b.digest.clone(), Some(b.size))),
+        );
+        for (digest, _) in &blobs {
+            if written.insert(digest.clone()) {
+                let path = store
+                    .content
+                    .path(digest)
+                    .filter(|p| p.exists())
+                    .ok_or_else(|| ArchiveError::Failed(format!("blob {digest} is missing")))?;
+                builder.append_path_with_name(&path, blob_name(digest))?;
+            }
+        }
+        let manifest = json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": image.id, "size": config.len()},
+            "layers": image.layer_blobs.iter().map(|b| json!({
+                "mediaType": match b.media_type.as_str() {
+                    m if m.ends_with("gzip") => "application/vnd.oci.image.layer.v1.tar+gzip",
+                    m if m.ends_with("zstd") => "application/vnd.oci.image.layer.v1.tar+zstd",
+                    _ => "application/vnd.oci.image.layer.v1.tar",
+                },
+                "digest": b.digest, "size": b.size,
+            })).collect::<Vec<_>>(),
+        });
+        let manifest_bytes =
+            serde_json::to_vec(&manifest).map_err(|e| ArchiveError::Failed(e.to_string()))?;
+        let manifest_digest = digest_of(&manifest_bytes);
+        if written.insert(manifest_digest.clone()) {
+            add(&mut builder, blob_name(&manifest_digest), &manifest_bytes)?;
+        }
+        let tags: Vec<String> = tag.iter().cloned().collect();
+        let mut entry = json!({"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": manifest_digest, "size": manifest_bytes.len()});
+        if let Some(t) = tag {
+            entry["annotations"] = json!({"io.containerd.image.name": t, "org.opencontainers.image.ref.name": t.rsplit_once(':').map_or("latest", |(_, t)| t)});
+        }
+        index.push(entry);
+        docker_manifest.push(json!({
+            "Config": blob_name(&image.id),
+            "RepoTags": tags,
+            "Layers": image.layer_blobs.iter().map(|b| blob_name(&b.digest)).collect::<Vec<_>>(),
+        }));
+    }
+    let docker_manifest =
+        serde_json::to_vec(&docker_manifest).map_err(|e| ArchiveError::Failed(e.to_string()))?;
+    add(&mut builder, "manifest.json".into(), &docker_manifest)?;
+    let index = serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": index}))
+        .map_err(|e| ArchiveError::Failed(e.to_string()))?;
+    add(&mut builder, "index.json".into(), &index)?;
+    add(
+        &mut builder,
+        "oci-layout".into(),
+        br#"{"imageLayoutVersion":"1.0.0"}"#,
+    )?;
+    builder.finish()?;
     Ok(())
 }
 
