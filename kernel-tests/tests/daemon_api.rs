@@ -150,6 +150,11 @@ fn bad_requests_get_4xx_with_a_message() {
         )
         .unwrap();
     assert_eq!(status, 409, "{text}");
+    // Clients escape `:` in image names within the path.
+    let (status, _) = d
+        .request("GET", "/v1.47/images/busybox%3Alatest/json", None)
+        .unwrap();
+    assert_eq!(status, 200);
     assert!(!d.log().contains("panicked"), "{}", d.log());
     assert!(!d.log().contains("ERROR"), "{}", d.log());
 }

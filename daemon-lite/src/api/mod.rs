@@ -109,7 +109,13 @@ async fn handle(d: Arc<Daemon>, req: Request<Incoming>) -> Result<Response<Body>
 async fn route(d: &Arc<Daemon>, req: Request<Incoming>) -> ApiResult<Response<Body>> {
     let path = strip_version(req.uri().path())?.to_string();
     let q = Query::parse(req.uri().query());
-    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    // Segments are percent-decoded (clients escape `:` and `@` in image names).
+    let decoded: Vec<String> = path
+        .trim_matches('/')
+        .split('/')
+        .map(query::decode_segment)
+        .collect();
+    let segs: Vec<&str> = decoded.iter().map(String::as_str).collect();
     let method = req.method().clone();
     use Method as M;
     match (&method, segs.as_slice()) {

@@ -11,12 +11,21 @@ use super::error::{ApiError, ApiResult};
 pub struct Query(BTreeMap<String, String>);
 
 fn decode(s: &str) -> String {
+    decode_with(s, true)
+}
+
+/// A path segment, percent-decoded (`+` stays a plus).
+pub fn decode_segment(s: &str) -> String {
+    decode_with(s, false)
+}
+
+fn decode_with(s: &str, plus_is_space: bool) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
         match bytes[i] {
-            b'+' => out.push(b' '),
+            b'+' if plus_is_space => out.push(b' '),
             b'%' if i + 2 < bytes.len() => {
                 match u8::from_str_radix(
                     std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"),
