@@ -153,6 +153,7 @@ impl Channel {
         let mut buf = vec![0u8; MAX_MESSAGE];
         let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
         let mut control = RecvAncillaryBuffer::new(&mut space);
+        let mut reset_seen = false;
         let n = loop {
             match rustix::net::recvmsg(
                 &self.fd,
@@ -162,6 +163,10 @@ impl Channel {
             ) {
                 Ok(r) => break r.bytes,
                 Err(rustix::io::Errno::INTR) => continue,
+                // A peer that exits with a message of ours unread resets the socket, and a
+                // SEQPACKET socket reports that error before the messages still queued (the
+                // child's failure report among them). The error is reported once: read on.
+                Err(rustix::io::Errno::CONNRESET) if !reset_seen => reset_seen = true,
                 Err(e) => return Err(e.into()),
             }
         };
