@@ -29,6 +29,8 @@ pub struct Config {
     pub bridge_name: String,
     /// Registries reached over plain HTTP besides the loopback ones (`--insecure-registry`).
     pub insecure_registries: Vec<String>,
+    /// Network namespaces kept ready for the next starts (`--netns-pool`, 0 = none).
+    pub netns_pool: usize,
 }
 
 impl Config {
@@ -70,9 +72,20 @@ pub struct Daemon {
     pub events: Events,
     pub execs: crate::execs::Execs,
     pub networks: crate::networks::Networks,
+    pub netns_pool: Arc<crate::netns::Pool>,
     pub runtime: Runtime,
     pub started: Instant,
     pub id: String,
+}
+
+/// The pool namespaces containers hold (their bundles link to them), kept at a restart.
+fn namespaces_in_use(config: &Config) -> std::collections::HashSet<PathBuf> {
+    std::fs::read_dir(config.exec_root.join("containers"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path().join("netns")).ok())
+        .collect()
 }
 
 impl Daemon {
@@ -113,6 +126,11 @@ impl Daemon {
                 &config.root.join("networks"),
                 &config.bridge_name,
             )?,
+            netns_pool: Arc::new(crate::netns::Pool::open(
+                &config.exec_root.join("netns"),
+                config.netns_pool,
+                &namespaces_in_use(&config),
+            )?),
             runtime: Runtime::new(config.runtime_root()),
             started: Instant::now(),
             id,

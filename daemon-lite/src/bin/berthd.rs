@@ -28,6 +28,9 @@ struct Args {
     /// A registry reached over plain HTTP (loopback ones always are); repeatable.
     #[arg(long = "insecure-registry")]
     insecure_registries: Vec<String>,
+    /// Network namespaces kept ready for the next container starts (0: made at each start).
+    #[arg(long = "netns-pool", default_value_t = 4)]
+    netns_pool: usize,
     /// The Linux bridge of the default network (made on first use).
     #[arg(short = 'b', long = "bridge", default_value = "berth0")]
     bridge: String,
@@ -104,6 +107,7 @@ fn run(args: Args) -> Result<(), String> {
         monitor,
         bridge_name: args.bridge,
         insecure_registries: args.insecure_registries,
+        netns_pool: args.netns_pool,
     };
     let daemon = Daemon::open(config).map_err(|e| e.to_string())?;
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -113,6 +117,7 @@ fn run(args: Args) -> Result<(), String> {
         .map_err(|e| format!("start the async runtime: {e}"))?;
     rt.block_on(async move {
         berth_daemon::containers::lifecycle::reconcile(&daemon);
+        daemon.netns_pool.refill();
         if let Some(dir) = socket.parent() {
             std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         }
@@ -146,6 +151,7 @@ fn run(args: Args) -> Result<(), String> {
             _ = int.recv() => tracing::info!("SIGINT: stopping; containers keep running"),
         }
         let _ = std::fs::remove_file(&socket);
+        daemon.netns_pool.drain();
         Ok::<(), String>(())
     })
 }

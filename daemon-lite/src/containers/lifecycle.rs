@@ -12,7 +12,6 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use berth_network::NetworkDriver;
 use hyper::StatusCode;
 use serde_json::{Value, json};
 
@@ -427,28 +426,17 @@ fn spawn_in(
     let host_network = record.host_config.opt_str("NetworkMode") == Some("host");
     let netns_path = bundle.join("netns");
     if !host_network {
-        netns::create(&netns_path)?;
-        let ns = netns::open(&netns_path)?;
-        let network = berth_network::NoneDriver
-            .create(&berth_network::NetworkSpec {
-                id: "none".into(),
-                name: "none".into(),
-                ..Default::default()
-            })
-            .map_err(|e| ApiError::internal(e.to_string()))?;
-        use std::os::fd::AsFd;
-        berth_network::NoneDriver
-            .join(
-                &network,
-                &berth_network::EndpointRequest {
-                    id: &record.id,
-                    netns: ns.as_fd(),
-                    ifname: "eth0",
-                    static_ips: &[],
-                    default_route: false,
-                },
-            )
-            .map_err(|e| ApiError::internal(format!("container {}: {e}", record.id)))?;
+        netns::remove(&netns_path);
+        match d.netns_pool.take() {
+            Some(ready) => std::os::unix::fs::symlink(&ready, &netns_path)
+                .map_err(|e| records::at(e, "link", &netns_path))?,
+            None => {
+                netns::create(&netns_path)?;
+                netns::loopback_up(&netns_path)
+                    .map_err(|e| ApiError::internal(format!("container {}: {e}", record.id)))?;
+            }
+        }
+        d.netns_pool.refill();
     }
     let networks = join_networks(d, record, &netns_path, host_network)?;
     phases.mark("netns");
