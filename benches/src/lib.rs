@@ -43,13 +43,12 @@ pub fn write_bundle(dir: &Path, cgroups_path: &str, docker_profile: bool) -> io:
     spec["linux"]["resources"]["memory"] = json!({"limit": 268_435_456});
     spec["linux"]["resources"]["pids"] = json!({"limit": 128});
     if docker_profile {
-        use berth_kernel_tests::docker_seccomp;
         use berth_runtime::spec_template::DOCKER_DEFAULT_CAPS;
         let caps = DOCKER_DEFAULT_CAPS;
         spec["process"]["capabilities"] =
             json!({"bounding": caps, "effective": caps, "permitted": caps});
         spec["linux"]["seccomp"] =
-            docker_seccomp::to_oci(&docker_seccomp::default_profile(), &caps);
+            berth_daemon::seccomp_profile::default_for(&caps.map(String::from));
     }
     fs::create_dir_all(dir)?;
     fs::write(dir.join("config.json"), serde_json::to_vec_pretty(&spec)?)

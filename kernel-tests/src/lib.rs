@@ -4,7 +4,6 @@
 //! The tests need root and the kernel features they exercise. They fail loudly when something
 //! is missing; none skips itself.
 
-pub mod docker_seccomp;
 pub mod fixtures;
 pub mod harness;
 pub mod layers;

@@ -862,20 +862,35 @@ fn the_network_namespace_pool_is_used_and_leaves_nothing() {
     let entries = |p: &std::path::Path| std::fs::read_dir(p).map(|r| r.count()).unwrap_or(0);
     d.eventually("the pool filled", || entries(&pool) == 4);
     let id = d.docker_ok(&["run", "-d", "busybox", "sleep", "1000"]);
-    let link = d.exec_root().join("containers").join(id.trim()).join("netns");
+    let link = d
+        .exec_root()
+        .join("containers")
+        .join(id.trim())
+        .join("netns");
     let target = std::fs::read_link(&link).expect("the container's namespace comes from the pool");
     assert!(target.starts_with(&pool), "{}", target.display());
     // Its loopback was up before it started.
-    assert!(d.docker_ok(&["exec", id.trim(), "cat", "/sys/class/net/lo/operstate"]).starts_with("unknown"));
+    assert!(
+        d.docker_ok(&["exec", id.trim(), "cat", "/sys/class/net/lo/operstate"])
+            .starts_with("unknown")
+    );
     d.eventually("the pool refilled", || entries(&pool) == 5);
     // A restart keeps the namespace a running container holds, drops and remakes the rest.
     d.kill9();
     d.restart();
-    assert!(target.exists(), "the running container's namespace was dropped");
-    d.eventually("the pool refilled after the restart", || entries(&pool) == 5);
+    assert!(
+        target.exists(),
+        "the running container's namespace was dropped"
+    );
+    d.eventually("the pool refilled after the restart", || {
+        entries(&pool) == 5
+    });
     d.docker_ok(&["rm", "-f", id.trim()]);
     assert!(!target.exists(), "the container's namespace outlived it");
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    let held = mounts.lines().filter(|l| l.contains(&pool.display().to_string())).count();
+    let held = mounts
+        .lines()
+        .filter(|l| l.contains(&pool.display().to_string()))
+        .count();
     assert_eq!(held, 4, "only the ready namespaces stay bound");
 }

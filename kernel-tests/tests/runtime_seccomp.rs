@@ -8,7 +8,6 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 use std::thread;
 
-use berth_kernel_tests::docker_seccomp;
 use berth_kernel_tests::harness::{Bundle, Runtime, unique};
 use berth_runtime::spec_template::DOCKER_DEFAULT_CAPS;
 use serde_json::json;
@@ -32,7 +31,9 @@ fn docker_like(script: &str, seccomp: Option<serde_json::Value>) -> Bundle {
 #[test]
 fn docker_default_profile_blocks_what_docker_blocks() {
     let rt = Runtime::new();
-    let profile = docker_seccomp::to_oci(&docker_seccomp::default_profile(), &DOCKER_DEFAULT_CAPS);
+    // Docker's profile as berthd gives it (moby's file, embedded in berth-daemon).
+    let profile =
+        berth_daemon::seccomp_profile::default_for(&DOCKER_DEFAULT_CAPS.map(String::from));
     // A user namespace needs no capability, so only the filter stops it; everyday commands run.
     let script = "(unshare -U true) 2>&1; echo unshare=$?; ls /bin >/dev/null && date >/dev/null && echo everyday-ok; grep Seccomp: /proc/self/status";
     let out = rt.run_ok(

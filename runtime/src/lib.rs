@@ -31,6 +31,7 @@ mod net_devices;
 mod process;
 pub mod rootfs;
 pub mod seccomp;
+pub mod signals;
 pub mod spec_template;
 pub mod state;
 mod sys;

@@ -867,57 +867,10 @@ async fn finish(d: Arc<Daemon>, h: Arc<Handle>, exit: Exit) {
     }
 }
 
-/// Signal names and numbers as Docker takes them (`SIGTERM`, `TERM`, `15`).
+/// Signal names and numbers as Docker takes them (`SIGTERM`, `TERM`, `15`): the runtime's
+/// parser, which `berth-runtime kill` uses too.
 pub fn parse_signal(s: &str) -> Option<i32> {
-    if let Ok(n) = s.parse::<i32>() {
-        return (1..=64).contains(&n).then_some(n);
-    }
-    let upper = s.to_ascii_uppercase();
-    let name = upper.strip_prefix("SIG").unwrap_or(&upper);
-    let table = [
-        ("HUP", libc::SIGHUP),
-        ("INT", libc::SIGINT),
-        ("QUIT", libc::SIGQUIT),
-        ("ILL", libc::SIGILL),
-        ("TRAP", libc::SIGTRAP),
-        ("ABRT", libc::SIGABRT),
-        ("BUS", libc::SIGBUS),
-        ("FPE", libc::SIGFPE),
-        ("KILL", libc::SIGKILL),
-        ("USR1", libc::SIGUSR1),
-        ("SEGV", libc::SIGSEGV),
-        ("USR2", libc::SIGUSR2),
-        ("PIPE", libc::SIGPIPE),
-        ("ALRM", libc::SIGALRM),
-        ("TERM", libc::SIGTERM),
-        ("CHLD", libc::SIGCHLD),
-        ("CONT", libc::SIGCONT),
-        ("STOP", libc::SIGSTOP),
-        ("TSTP", libc::SIGTSTP),
-        ("TTIN", libc::SIGTTIN),
-        ("TTOU", libc::SIGTTOU),
-        ("URG", libc::SIGURG),
-        ("XCPU", libc::SIGXCPU),
-        ("XFSZ", libc::SIGXFSZ),
-        ("VTALRM", libc::SIGVTALRM),
-        ("PROF", libc::SIGPROF),
-        ("WINCH", libc::SIGWINCH),
-        ("IO", libc::SIGIO),
-        ("PWR", libc::SIGPWR),
-        ("SYS", libc::SIGSYS),
-    ];
-    if let Some((_, n)) = table.iter().find(|(n, _)| *n == name) {
-        return Some(*n);
-    }
-    let rt = |base: i32, off: &str| off.parse::<i32>().ok().map(|o| base + o);
-    match name.split_once(['+', '-']) {
-        Some(("RTMIN", off)) if name.contains('+') => rt(libc::SIGRTMIN(), off),
-        Some(("RTMAX", off)) if name.contains('-') => rt(libc::SIGRTMAX(), &format!("-{off}")),
-        _ if name == "RTMIN" => Some(libc::SIGRTMIN()),
-        _ if name == "RTMAX" => Some(libc::SIGRTMAX()),
-        _ => None,
-    }
-    .filter(|n| (1..=64).contains(n))
+    berth_runtime::signals::parse(s).ok()
 }
 
 fn signal_of(s: Option<&str>, default: i32) -> ApiResult<i32> {

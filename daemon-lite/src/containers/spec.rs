@@ -13,46 +13,18 @@ use serde_json::{Value, json};
 use crate::api::fields::Fields;
 use crate::seccomp_profile;
 
-/// Docker's default capability set.
-pub const DEFAULT_CAPS: [&str; 14] = [
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FSETID",
-    "CAP_FOWNER",
-    "CAP_MKNOD",
-    "CAP_NET_RAW",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETFCAP",
-    "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT",
-    "CAP_KILL",
-    "CAP_AUDIT_WRITE",
-];
+/// Docker's default capability set (the runtime keeps the list).
+pub use berth_runtime::spec_template::DOCKER_DEFAULT_CAPS as DEFAULT_CAPS;
 
-pub const MASKED_PATHS: [&str; 12] = [
-    "/proc/asound",
-    "/proc/acpi",
-    "/proc/interrupts",
-    "/proc/kcore",
-    "/proc/keys",
-    "/proc/latency_stats",
-    "/proc/timer_list",
-    "/proc/timer_stats",
-    "/proc/sched_debug",
-    "/proc/scsi",
-    "/sys/firmware",
-    "/sys/devices/virtual/powercap",
-];
+/// Docker's masked paths: runc's defaults (the runtime's template) and `/proc/interrupts`.
+pub fn masked_paths() -> Vec<&'static str> {
+    let mut paths = berth_runtime::spec_template::MASKED_PATHS.to_vec();
+    paths.push("/proc/interrupts");
+    paths
+}
 
-pub const READONLY_PATHS: [&str; 5] = [
-    "/proc/bus",
-    "/proc/fs",
-    "/proc/irq",
-    "/proc/sys",
-    "/proc/sysrq-trigger",
-];
+/// Docker's read-only paths are runc's.
+pub use berth_runtime::spec_template::READONLY_PATHS;
 
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -332,7 +304,7 @@ pub fn build(inputs: &Inputs) -> Result<Value, Invalid> {
         "resources": resources(host_config)?,
     });
     if !privileged {
-        linux["maskedPaths"] = json!(MASKED_PATHS);
+        linux["maskedPaths"] = json!(masked_paths());
         linux["readonlyPaths"] = json!(READONLY_PATHS);
         let profile = match security.seccomp {
             None => Some(seccomp_profile::default_for(&caps)),

@@ -3,7 +3,6 @@
 mod cli;
 mod foreground;
 mod logger;
-mod signals;
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -105,7 +104,7 @@ fn run(cli: Cli) -> CliResult {
             Ok(0)
         }
         Command::Kill(a) => {
-            let sig = signals::parse(a.signal.as_deref().unwrap_or("SIGTERM"))
+            let sig = berth_runtime::signals::parse(a.signal.as_deref().unwrap_or("SIGTERM"))
                 .map_err(CliError::Usage)?;
             rt.load(&a.id)?.kill(sig, a.all)?;
             Ok(0)

@@ -34,6 +34,7 @@ const NAMES: [(&str, i32); 31] = [
     ("SYS", libc::SIGSYS),
 ];
 
+/// A signal number from a name or number, as `kill` and Docker's `--signal` take them.
 pub fn parse(s: &str) -> Result<i32, String> {
     let bad = || format!("unknown signal {s:?}");
     if let Ok(n) = s.parse::<i32>() {
