@@ -11,6 +11,7 @@ pub mod net_probe;
 pub mod scratch_fs;
 pub mod storage;
 pub mod test_daemon;
+pub mod test_dockerd;
 pub mod test_netns;
 pub mod test_registry;
 pub mod test_user;

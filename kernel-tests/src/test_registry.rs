@@ -79,6 +79,11 @@ impl TestRegistry {
         format!("127.0.0.1:{}", self.port)
     }
 
+    /// The registry's filesystem storage.
+    pub fn storage(&self) -> std::path::PathBuf {
+        self.dir.path().join("storage")
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
     }

@@ -166,3 +166,87 @@ fn push_to_a_local_registry_and_pull_back() {
     let out = d2.docker_ok(&["push", &copy]);
     assert!(out.contains(&format!("digest: {original}")), "{out}");
 }
+
+/// Flips a byte in the middle of a blob in the registry's own storage.
+fn corrupt_blob(storage: &std::path::Path, digest: &str) -> (std::path::PathBuf, Vec<u8>) {
+    let hex = digest.trim_start_matches("sha256:");
+    let path = storage.join(format!(
+        "docker/registry/v2/blobs/sha256/{}/{hex}/data",
+        &hex[..2]
+    ));
+    let original = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut bad = original.clone();
+    let mid = bad.len() / 2;
+    bad[mid] ^= 0xff;
+    std::fs::write(&path, &bad).unwrap();
+    (path, original)
+}
+
+#[test]
+fn a_corrupt_layer_is_refused_and_a_retry_after_repair_succeeds() {
+    let registry = TestRegistry::start();
+    registry.push_busybox("bad/box:1");
+    let image = format!("{}/bad/box:1", registry.host());
+    let layer = {
+        let layout = &berth_kernel_tests::fixtures::busybox().oci_layout;
+        let index: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+        let m = index["manifests"][0]["digest"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("sha256:")
+            .to_string();
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(layout.join("blobs/sha256").join(m)).unwrap())
+                .unwrap();
+        manifest["layers"][0]["digest"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (path, original) = corrupt_blob(&registry.storage(), &layer);
+    let d = TestDaemon::start();
+    let r = d.docker(&["pull", &image]);
+    assert_ne!(r.code, 0, "a corrupt layer was accepted");
+    assert!(
+        r.stderr.contains("digest") || r.stderr.contains("sha256"),
+        "{r:?}"
+    );
+    assert_eq!(
+        d.docker_ok(&["images", "-q"]),
+        "",
+        "a half-pulled image is visible"
+    );
+    std::fs::write(&path, original).unwrap();
+    assert!(
+        d.docker_ok(&["pull", &image])
+            .contains("Downloaded newer image")
+    );
+    assert_eq!(
+        d.docker_ok(&["run", "--rm", &image, "echo", "repaired"]),
+        "repaired\n"
+    );
+}
+
+#[test]
+fn dockerd_pulls_what_berth_pushed() {
+    let registry = TestRegistry::start();
+    let d = TestDaemon::start();
+    d.load_busybox();
+    let target = format!("{}/from/berth:1", registry.host());
+    d.docker_ok(&["tag", "busybox", &target]);
+    d.docker_ok(&["push", &target]);
+    let dockerd = berth_kernel_tests::test_dockerd::TestDockerd::start();
+    let r = dockerd.docker(&["pull", &target]);
+    assert_eq!(r.code, 0, "{r:?}\n{}", dockerd.log());
+    let r = dockerd.docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        &target,
+        "echo",
+        "run by dockerd",
+    ]);
+    assert_eq!(r.stdout, "run by dockerd\n", "{r:?}");
+}

@@ -1,0 +1,95 @@
+//! Debian's dockerd (docker.io) on temporary roots and a socket, for compatibility tests: it
+//! runs with `--bridge=none --iptables=false --ip6tables=false`, so it touches no host network
+//! and no firewall rule; dropping it stops it (and the containerd it started) and unmounts
+//! and removes what it left.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::test_daemon::Run;
+
+pub struct TestDockerd {
+    dir: tempfile::TempDir,
+    child: Child,
+}
+
+impl TestDockerd {
+    pub fn start() -> TestDockerd {
+        let dir = tempfile::Builder::new()
+            .prefix("dk")
+            .tempdir_in("/tmp")
+            .expect("temporary directory");
+        let log = std::fs::File::create(dir.path().join("dockerd.log")).expect("log");
+        let p = |name: &str| dir.path().join(name).display().to_string();
+        let child = Command::new("dockerd")
+            .args([
+                "--data-root",
+                &p("root"),
+                "--exec-root",
+                &p("run"),
+                "--pidfile",
+                &p("dockerd.pid"),
+            ])
+            .args(["-H", &format!("unix://{}", p("d.sock"))])
+            .args(["--bridge=none", "--iptables=false", "--ip6tables=false"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("dockerd (Debian package docker.io)");
+        let d = TestDockerd { dir, child };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if d.docker(&["version"]).code == 0 {
+                return d;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("dockerd did not answer in 60 s:\n{}", d.log());
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("dockerd.log")).unwrap_or_default()
+    }
+
+    pub fn docker(&self, args: &[&str]) -> Run {
+        let out = Command::new("docker")
+            .args(args)
+            .env(
+                "DOCKER_HOST",
+                format!("unix://{}", self.dir.path().join("d.sock").display()),
+            )
+            .env("DOCKER_CONFIG", self.dir.path().join("docker-config"))
+            .stdin(Stdio::null())
+            .output()
+            .expect("docker CLI");
+        Run::from(out)
+    }
+}
+
+impl Drop for TestDockerd {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let base = self.dir.path().display().to_string();
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let mut points: Vec<&str> = mounts
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .filter(|p| p.starts_with(&base))
+            .collect();
+        points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+        for p in points {
+            let _ = rustix::mount::unmount(p, rustix::mount::UnmountFlags::DETACH);
+        }
+    }
+}
