@@ -111,6 +111,25 @@ fn the_berth_cli_runs_lists_logs_execs_and_removes() {
         "{images}"
     );
     assert!(ok(&d, &["version"]).contains("API version:      1.47"));
+    ok(&d, &["volume", "create", "v1"]);
+    assert_eq!(
+        ok(
+            &d,
+            &["volume", "inspect", "-f", "{{.Name}} {{.Driver}}", "v1"]
+        )
+        .trim(),
+        "v1 local"
+    );
+    assert_eq!(
+        ok(&d, &["network", "inspect", "-f", "{{.Driver}}", "bridge"]).trim(),
+        "bridge"
+    );
+    let r = d.berth(&["volume", "inspect", "v1", "nope"]);
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stderr.contains("Error: No such volume: nope") && r.stdout.contains("\"Name\": \"v1\""),
+        "{r:?}"
+    );
 }
 
 #[test]

@@ -103,6 +103,29 @@ where
 }
 
 /// The `output file or stdout` choice of save/export; refuses to dump a tar on a terminal.
+/// `inspect` of objects of one kind: each name's JSON from `path_of(name)`, printed together
+/// (or through `format`), then Docker's "No such …" line for each name not found.
+pub async fn inspect_each(
+    client: &mut Client,
+    names: &[String],
+    format: Option<&str>,
+    what: &str,
+    path_of: impl Fn(&str) -> String,
+) -> Result<i32> {
+    let mut found = Vec::new();
+    let mut missing = Vec::new();
+    for name in names {
+        match client.get_json::<Value>(&path_of(name)).await {
+            Ok(object) => found.push(object),
+            Err(err) if err.is_not_found() => {
+                missing.push(format!("Error: No such {what}: {name}"))
+            }
+            Err(err) => return Err(err),
+        }
+    }
+    system::print_inspected(&found, format, &missing)
+}
+
 pub fn output_target(path: Option<&str>) -> Result<Box<dyn Write>> {
     match path {
         Some(path) if path != "-" => Ok(Box::new(std::io::BufWriter::new(std::fs::File::create(

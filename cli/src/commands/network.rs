@@ -5,8 +5,7 @@ use serde_json::{Map, Value, json};
 
 use crate::client::{Client, Query};
 use crate::commands::container::prune_report;
-use crate::commands::system::print_inspected;
-use crate::commands::{confirm, filters_json, for_each_name, print_out, segment};
+use crate::commands::{confirm, filters_json, for_each_name, inspect_each, print_out, segment};
 use crate::container_config::parse_labels;
 use crate::error::{CliError, Result};
 use crate::format::{ListFormat, short_id};
@@ -130,21 +129,14 @@ pub async fn network_command(client: &mut Client, command: NetworkCommand) -> Re
             .await
         }
         NetworkCommand::Inspect(args) => {
-            let mut found = Vec::new();
-            let mut missing = Vec::new();
-            for name in &args.names {
-                match client
-                    .get_json::<Value>(&format!("/networks/{}", segment(name)))
-                    .await
-                {
-                    Ok(network) => found.push(network),
-                    Err(err) if err.is_not_found() => {
-                        missing.push(format!("Error: No such network: {name}"))
-                    }
-                    Err(err) => return Err(err),
-                }
-            }
-            print_inspected(&found, args.format.as_deref(), &missing)
+            inspect_each(
+                client,
+                &args.names,
+                args.format.as_deref(),
+                "network",
+                |name| format!("/networks/{}", segment(name)),
+            )
+            .await
         }
         NetworkCommand::Connect(args) => {
             let mut endpoint = Map::new();

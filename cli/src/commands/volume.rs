@@ -5,8 +5,7 @@ use serde_json::{Value, json};
 
 use crate::client::{Client, Query};
 use crate::commands::container::prune_report;
-use crate::commands::system::print_inspected;
-use crate::commands::{confirm, filters_json, for_each_name, print_out, segment};
+use crate::commands::{confirm, filters_json, for_each_name, inspect_each, print_out, segment};
 use crate::container_config::parse_labels;
 use crate::error::Result;
 use crate::format::ListFormat;
@@ -139,21 +138,14 @@ pub async fn volume_command(client: &mut Client, command: VolumeCommand) -> Resu
             .await
         }
         VolumeCommand::Inspect(args) => {
-            let mut found = Vec::new();
-            let mut missing = Vec::new();
-            for name in &args.names {
-                match client
-                    .get_json::<Value>(&format!("/volumes/{}", segment(name)))
-                    .await
-                {
-                    Ok(volume) => found.push(volume),
-                    Err(err) if err.is_not_found() => {
-                        missing.push(format!("Error: No such volume: {name}"))
-                    }
-                    Err(err) => return Err(err),
-                }
-            }
-            print_inspected(&found, args.format.as_deref(), &missing)
+            inspect_each(
+                client,
+                &args.names,
+                args.format.as_deref(),
+                "volume",
+                |name| format!("/volumes/{}", segment(name)),
+            )
+            .await
         }
         VolumeCommand::Prune(args) => {
             let warning = if args.all {

@@ -220,18 +220,28 @@ pub async fn prune(d: &Arc<Daemon>) -> ApiResult<Response<Body>> {
     Ok(body::ok_json(&json!({"NetworksDeleted": deleted})))
 }
 
-/// `connect`: recorded for the next start, and joined now if the container runs.
-pub async fn connect(
-    d: &Arc<Daemon>,
+/// What connect and disconnect name: the network, the request body, the container.
+async fn endpoint_request(
+    d: &Daemon,
     key: &str,
     req: Request<Incoming>,
-) -> ApiResult<Response<Body>> {
+) -> ApiResult<(NetworkRecord, Value, Arc<crate::containers::Handle>)> {
     let r = find(d, key)?;
     let b = body::read_json(req.into_body(), 1 << 20).await?;
     let container = b
         .opt_str("Container")
         .ok_or_else(|| ApiError::bad_request("Container is required"))?;
     let h = find_container(d, container)?;
+    Ok((r, b, h))
+}
+
+/// `connect`: recorded for the next start, and joined now if the container runs.
+pub async fn connect(
+    d: &Arc<Daemon>,
+    key: &str,
+    req: Request<Incoming>,
+) -> ApiResult<Response<Body>> {
+    let (r, b, h) = endpoint_request(d, key, req).await?;
     if matches!(r.driver.as_str(), "null" | "host") {
         return Err(ApiError::bad_request(format!(
             "container cannot be connected to network {}",
@@ -305,12 +315,7 @@ pub async fn disconnect(
     key: &str,
     req: Request<Incoming>,
 ) -> ApiResult<Response<Body>> {
-    let r = find(d, key)?;
-    let b = body::read_json(req.into_body(), 1 << 20).await?;
-    let container = b
-        .opt_str("Container")
-        .ok_or_else(|| ApiError::bad_request("Container is required"))?;
-    let h = find_container(d, container)?;
+    let (r, _, h) = endpoint_request(d, key, req).await?;
     let _op = h.op.lock().await;
     let record = h.snapshot();
     let Some(a) = record.networks.get(&r.name).cloned() else {
