@@ -322,11 +322,16 @@ impl Networks {
         let driver = self.driver(&r.driver).ok_or_else(|| {
             ApiError::internal(format!("network {}: no driver {}", r.name, r.driver))
         })?;
-        let made = driver.create(&spec).map_err(|e| {
-            ApiError::internal(format!(
+        let made = driver.create(&spec).map_err(|e| match e {
+            // berthd never takes over a link it did not make: say how to go on.
+            berth_network::Error::Exists(_) => ApiError::conflict(format!(
+                "the default network's bridge {0} exists already (left by another berthd, or not berth's): remove it (ip link delete {0}) or start berthd with --bridge NAME",
+                self.bridge_name
+            )),
+            e => ApiError::internal(format!(
                 "create network {} ({}): {e}",
                 r.name, self.bridge_name
-            ))
+            )),
         })?;
         let mut updated = r.clone();
         updated.made = Some(made.clone());

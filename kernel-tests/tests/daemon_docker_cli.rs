@@ -894,3 +894,29 @@ fn the_network_namespace_pool_is_used_and_leaves_nothing() {
         .count();
     assert_eq!(held, 4, "only the ready namespaces stay bound");
 }
+
+#[test]
+fn a_default_bridge_that_is_not_ours_is_left_alone_with_a_clear_error() {
+    let d = daemon();
+    // Another link holds the default bridge's name before its first container.
+    let status = std::process::Command::new("ip")
+        .args(["link", "add", &d.bridge, "type", "bridge"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let r = d.docker(&["run", "--rm", "busybox", "true"]);
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stderr.contains("exists already") && r.stderr.contains("--bridge"),
+        "{r:?}"
+    );
+    let link = std::process::Command::new("ip")
+        .args(["link", "show", &d.bridge])
+        .output()
+        .unwrap();
+    assert!(
+        link.status.success(),
+        "berthd removed a link it did not make"
+    );
+    // (The daemon's drop removes the test's link.)
+}
