@@ -253,7 +253,9 @@ pub async fn start(
                     s.running = false;
                     s.exit_code = Some(code);
                 }
-                let _ = exec.done.send(true);
+                // send_replace: `send` drops the value when nobody is subscribed yet, and the
+                // attach side may subscribe only after a fast process has already exited.
+                exec.done.send_replace(true);
                 let mut attrs = attrs;
                 attrs.insert("execID".into(), exec.id.clone());
                 attrs.insert("exitCode".into(), code.to_string());
@@ -282,7 +284,7 @@ pub async fn start(
                 let mut s = exec.state();
                 s.exit_code = Some(code);
             }
-            let _ = exec.done.send(true);
+            exec.done.send_replace(true);
             Err(ApiError::bad_request(format!(
                 "OCI runtime exec failed: {text}: unknown"
             )))
