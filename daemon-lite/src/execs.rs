@@ -11,7 +11,7 @@ use tokio::sync::watch;
 
 use crate::api::error::{ApiError, ApiResult};
 use crate::api::fields::Fields;
-use crate::containers::lifecycle::{self, reap_blocking};
+use crate::containers::lifecycle;
 use crate::containers::{Handle, Status, spec};
 use crate::daemon::Daemon;
 use crate::monitor::{self, Exit, Report};
@@ -244,7 +244,7 @@ pub async fn start(
                     }
                 }
                 let pid = process_monitor.pid;
-                let _ = tokio::task::spawn_blocking(move || reap_blocking(pid)).await;
+                let _ = tokio::task::spawn_blocking(move || berth_runtime::wait::reap(pid)).await;
                 let code = Exit::read(&dir).map_or(255, |e| e.exit_code);
                 let _ = std::fs::remove_dir_all(&dir);
                 let _ = std::fs::remove_file(&socket);
@@ -266,7 +266,7 @@ pub async fn start(
         }
         Report::Failed(text) => {
             let pid = process_monitor.pid;
-            let _ = tokio::task::spawn_blocking(move || reap_blocking(pid)).await;
+            let _ = tokio::task::spawn_blocking(move || berth_runtime::wait::reap(pid)).await;
             let _ = std::fs::remove_dir_all(&dir);
             let _ = std::fs::remove_file(&socket);
             let text = text

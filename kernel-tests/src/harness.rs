@@ -318,3 +318,19 @@ pub fn mount_has_option(mountinfo: &str, mountpoint: &str, option: &str) -> bool
         f.len() > 5 && f[4] == mountpoint && f[5].split(',').any(|o| o == option)
     })
 }
+
+/// Unmounts (lazily, deepest first) everything mounted under `dir`: what a daemon under test
+/// left when it was stopped or a test failed midway.
+pub fn unmount_under(dir: &Path) {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let base = dir.display().to_string();
+    let mut points: Vec<&str> = mounts
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|p| p.starts_with(&base))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for p in points {
+        let _ = rustix::mount::unmount(p, rustix::mount::UnmountFlags::DETACH);
+    }
+}

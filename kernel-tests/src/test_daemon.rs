@@ -271,18 +271,7 @@ impl Drop for TestDaemon {
             unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
             let _ = c.wait();
         }
-        // Anything still mounted under the temporary root (a test that failed midway).
-        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        let base = self.dir.path().display().to_string();
-        let mut points: Vec<&str> = mounts
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4))
-            .filter(|p| p.starts_with(&base))
-            .collect();
-        points.sort_by_key(|p| std::cmp::Reverse(p.len()));
-        for p in points {
-            let _ = rustix::mount::unmount(p, rustix::mount::UnmountFlags::DETACH);
-        }
+        crate::harness::unmount_under(self.dir.path());
         // The default network's bridge outlives the daemon (as docker0 does): remove it.
         let _ = Command::new("ip")
             .args(["link", "delete", &self.bridge])

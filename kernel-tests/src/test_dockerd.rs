@@ -80,16 +80,6 @@ impl Drop for TestDockerd {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let base = self.dir.path().display().to_string();
-        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        let mut points: Vec<&str> = mounts
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4))
-            .filter(|p| p.starts_with(&base))
-            .collect();
-        points.sort_by_key(|p| std::cmp::Reverse(p.len()));
-        for p in points {
-            let _ = rustix::mount::unmount(p, rustix::mount::UnmountFlags::DETACH);
-        }
+        crate::harness::unmount_under(self.dir.path());
     }
 }

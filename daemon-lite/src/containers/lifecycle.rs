@@ -353,7 +353,7 @@ async fn start_locked(d: &Arc<Daemon>, h: &Arc<Handle>) -> ApiResult<bool> {
             let pid = spawned.monitor.pid;
             let joined = spawned.networks;
             tokio::task::spawn_blocking(move || {
-                reap_blocking(pid);
+                berth_runtime::wait::reap(pid);
                 release_resources(&d2, &id, &joined)
             })
             .await
@@ -719,14 +719,6 @@ pub(crate) fn reap(pid: i32) {
     let mut status = 0;
     // SAFETY: waitpid on a pid; ECHILD (not our child: a previous daemon's) is fine.
     unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
-}
-
-pub(crate) fn reap_blocking(pid: i32) {
-    let mut status = 0;
-    // SAFETY: waitpid on our own child; the status goes to a local.
-    while unsafe { libc::waitpid(pid, &mut status, 0) } < 0
-        && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
-    {}
 }
 
 /// Unmounts the rootfs, drops the network namespace and the monitor socket of a container
