@@ -125,3 +125,146 @@ impl Drop for TestRegistry {
         let _ = self.child.wait();
     }
 }
+
+/// A TCP proxy on 127.0.0.1 in front of a registry that can break blob downloads: the next
+/// `cuts` responses for a blob are cut after `after` bytes, or (`down`) every connection is
+/// refused, as a registry that went away. It records each request's line and `Range`.
+pub struct CuttingProxy {
+    pub port: u16,
+    state: std::sync::Arc<std::sync::Mutex<ProxyState>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+#[derive(Default)]
+struct ProxyState {
+    /// (blob digest, bytes of the response let through, responses still to cut)
+    cut: Option<(String, usize, usize)>,
+    down: bool,
+    /// "GET /v2/…" plus " Range: bytes=N-" when asked.
+    requests: Vec<String>,
+}
+
+impl CuttingProxy {
+    pub fn start(upstream: u16) -> CuttingProxy {
+        use std::sync::atomic::Ordering;
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        listener
+            .set_nonblocking(true)
+            .expect("nonblocking listener");
+        let port = listener.local_addr().expect("address").port();
+        let state = std::sync::Arc::new(std::sync::Mutex::new(ProxyState::default()));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (s, st) = (state.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            while !st.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((client, _)) => {
+                        let s = s.clone();
+                        std::thread::spawn(move || proxy_one(client, upstream, &s));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        CuttingProxy {
+            port,
+            state,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Cuts the next `times` responses for `digest` after `after` bytes.
+    pub fn cut_blob(&self, digest: &str, after: usize, times: usize) {
+        self.state.lock().unwrap().cut = Some((digest.to_string(), after, times));
+    }
+
+    /// Every new connection is closed at once (`true`), or served again (`false`).
+    pub fn set_down(&self, down: bool) {
+        self.state.lock().unwrap().down = down;
+    }
+
+    pub fn requests(&self) -> Vec<String> {
+        self.state.lock().unwrap().requests.clone()
+    }
+}
+
+impl Drop for CuttingProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn proxy_one(mut client: std::net::TcpStream, upstream: u16, state: &std::sync::Mutex<ProxyState>) {
+    use std::io::{Read, Write};
+    let _ = client.set_nonblocking(false);
+    if state.lock().unwrap().down {
+        return;
+    }
+    // The request head (GETs and HEADs only come through here whole; bodies are piped).
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match client.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => return,
+        }
+    }
+    let text = String::from_utf8_lossy(&head).into_owned();
+    let line = text.lines().next().unwrap_or("").to_string();
+    let range = text
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("range:"))
+        .map(|l| format!(" Range: {}", l[6..].trim()))
+        .unwrap_or_default();
+    let limit = {
+        let mut s = state.lock().unwrap();
+        s.requests.push(format!("{line}{range}"));
+        match &mut s.cut {
+            Some((digest, after, times)) if *times > 0 && line.contains(digest.as_str()) => {
+                *times -= 1;
+                Some(*after)
+            }
+            _ => None,
+        }
+    };
+    let Ok(mut server) = std::net::TcpStream::connect(("127.0.0.1", upstream)) else {
+        return;
+    };
+    if server.write_all(&head).is_err() {
+        return;
+    }
+    let (Ok(mut client_in), Ok(mut server_out)) = (client.try_clone(), server.try_clone()) else {
+        return;
+    };
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut client_in, &mut server_out);
+        let _ = server_out.shutdown(std::net::Shutdown::Write);
+    });
+    let mut sent = 0usize;
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match server.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let n = limit.map_or(n, |l| n.min(l - sent));
+        if client.write_all(&buf[..n]).is_err() {
+            break;
+        }
+        sent += n;
+        if limit.is_some_and(|l| sent >= l) {
+            break;
+        }
+    }
+    let _ = client.shutdown(std::net::Shutdown::Both);
+    let _ = server.shutdown(std::net::Shutdown::Both);
+}

@@ -2,7 +2,7 @@
 //! (Debian's docker-registry on 127.0.0.1; the image put there by skopeo).
 
 use berth_kernel_tests::test_daemon::TestDaemon;
-use berth_kernel_tests::test_registry::TestRegistry;
+use berth_kernel_tests::test_registry::{CuttingProxy, TestRegistry};
 
 #[test]
 fn pull_from_a_local_registry_and_run() {
@@ -182,28 +182,129 @@ fn corrupt_blob(storage: &std::path::Path, digest: &str) -> (std::path::PathBuf,
     (path, original)
 }
 
+/// The busybox fixture's one layer blob (skopeo pushes it unchanged).
+fn busybox_layer_digest() -> String {
+    let layout = &berth_kernel_tests::fixtures::busybox().oci_layout;
+    let read = |p: std::path::PathBuf| -> serde_json::Value {
+        serde_json::from_slice(
+            &std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())),
+        )
+        .unwrap()
+    };
+    let index = read(layout.join("index.json"));
+    let manifest = index["manifests"][0]["digest"].as_str().unwrap();
+    let manifest = read(
+        layout
+            .join("blobs/sha256")
+            .join(manifest.trim_start_matches("sha256:")),
+    );
+    manifest["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn a_cut_download_resumes_where_it_stopped() {
+    let registry = TestRegistry::start();
+    registry.push_busybox("cut/box:1");
+    let layer = busybox_layer_digest();
+    let proxy = CuttingProxy::start(registry.port);
+    let d = TestDaemon::start();
+    let image = format!("{}/cut/box:1", proxy.host());
+
+    // One cut: the same pull retries and asks only for the rest.
+    proxy.cut_blob(&layer, 300_000, 1);
+    let r = d.docker(&["pull", &image]);
+    assert_eq!(
+        r.code,
+        0,
+        "{r:?}
+{}",
+        d.log()
+    );
+    let gets: Vec<String> = proxy
+        .requests()
+        .into_iter()
+        .filter(|l| l.starts_with("GET") && l.contains(&layer))
+        .collect();
+    assert_eq!(gets.len(), 2, "{gets:?}");
+    assert!(!gets[0].contains("Range"), "{gets:?}");
+    let resumed_at: u64 = gets[1]
+        .split("bytes=")
+        .nth(1)
+        .and_then(|r| r.trim_end_matches('-').parse().ok())
+        .unwrap_or_else(|| panic!("the retry did not resume: {gets:?}"));
+    assert!(
+        resumed_at > 0 && resumed_at <= 300_000,
+        "resumed at {resumed_at}"
+    );
+    assert_eq!(
+        d.docker_ok(&["run", "--rm", &image, "echo", "resumed"]),
+        "resumed\n"
+    );
+    d.docker_ok(&["rmi", &image]);
+
+    // The registry goes away mid-download and stays away: a clear error, no image, and the
+    // next pull (registry back) resumes from the bytes the failed one kept.
+    proxy.cut_blob(&layer, 400_000, 1);
+    let proxy_for_outage = &proxy;
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // Down as soon as the cut response was served.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            while std::time::Instant::now() < deadline {
+                let cut_served = proxy_for_outage
+                    .requests()
+                    .iter()
+                    .filter(|l| l.starts_with("GET") && l.contains(&layer))
+                    .count()
+                    >= 3;
+                if cut_served {
+                    proxy_for_outage.set_down(true);
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        });
+        let r = d.docker(&["pull", &image]);
+        assert_ne!(r.code, 0, "pulled through an outage: {r:?}");
+        assert!(
+            r.stderr.contains(&proxy_for_outage.host()) || r.stderr.contains(&layer),
+            "the error names neither the registry nor the blob: {r:?}"
+        );
+    });
+    assert_eq!(
+        d.docker_ok(&["images", "-q"]),
+        "",
+        "a half-pulled image is visible"
+    );
+    proxy.set_down(false);
+    let before = proxy.requests().len();
+    let r = d.docker(&["pull", &image]);
+    assert_eq!(r.code, 0, "{r:?}\n{}", d.log());
+    let retry: Vec<String> = proxy.requests()[before..]
+        .iter()
+        .filter(|l| l.starts_with("GET") && l.contains(&layer))
+        .cloned()
+        .collect();
+    assert_eq!(retry.len(), 1, "{retry:?}");
+    assert!(
+        retry[0].contains("Range: bytes="),
+        "the next pull started over: {retry:?}"
+    );
+    assert_eq!(
+        d.docker_ok(&["run", "--rm", &image, "echo", "after the outage"]),
+        "after the outage\n"
+    );
+}
+
 #[test]
 fn a_corrupt_layer_is_refused_and_a_retry_after_repair_succeeds() {
     let registry = TestRegistry::start();
     registry.push_busybox("bad/box:1");
     let image = format!("{}/bad/box:1", registry.host());
-    let layer = {
-        let layout = &berth_kernel_tests::fixtures::busybox().oci_layout;
-        let index: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
-        let m = index["manifests"][0]["digest"]
-            .as_str()
-            .unwrap()
-            .trim_start_matches("sha256:")
-            .to_string();
-        let manifest: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(layout.join("blobs/sha256").join(m)).unwrap())
-                .unwrap();
-        manifest["layers"][0]["digest"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
+    let layer = busybox_layer_digest();
     let (path, original) = corrupt_blob(&registry.storage(), &layer);
     let d = TestDaemon::start();
     let r = d.docker(&["pull", &image]);

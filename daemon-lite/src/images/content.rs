@@ -7,6 +7,8 @@ use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+
 use sha2::{Digest, Sha256};
 
 use crate::records;
@@ -22,6 +24,11 @@ pub struct Descriptor {
 
 pub struct ContentStore {
     dir: PathBuf,
+    /// Downloads in progress or cut short, `ingest/<hex>`: kept so the next attempt resumes.
+    ingest_dir: PathBuf,
+    /// One writer per ingest at a time (two pulls sharing a layer take turns; the second
+    /// finds the blob there).
+    ingest_locks: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 fn hex_of(digest: &str) -> Option<&str> {
@@ -35,6 +42,8 @@ fn hex_of(digest: &str) -> Option<&str> {
 
 impl ContentStore {
     pub fn open(dir: &Path) -> io::Result<ContentStore> {
+        let ingest_dir = dir.join("ingest");
+        fs::create_dir_all(&ingest_dir).map_err(|e| records::at(e, "mkdir", &ingest_dir))?;
         let dir = dir.join("sha256");
         fs::create_dir_all(&dir).map_err(|e| records::at(e, "mkdir", &dir))?;
         for entry in fs::read_dir(&dir)?.flatten() {
@@ -43,7 +52,11 @@ impl ContentStore {
                 let _ = fs::remove_file(entry.path());
             }
         }
-        Ok(ContentStore { dir })
+        Ok(ContentStore {
+            dir,
+            ingest_dir,
+            ingest_locks: Default::default(),
+        })
     }
 
     /// The blob's file, if the digest is well formed (never a path outside the store).
@@ -80,6 +93,55 @@ impl ContentStore {
             hasher: Sha256::new(),
             size: 0,
         })
+    }
+
+    /// The lock to hold while writing the ingest of `digest`.
+    pub fn ingest_lock(&self, digest: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.ingest_locks.lock().unwrap_or_else(|p| p.into_inner());
+        locks.retain(|_, l| Arc::strong_count(l) > 1);
+        locks.entry(digest.to_string()).or_default().clone()
+    }
+
+    /// Opens the download of `digest` where the last attempt left it (hashing what is there),
+    /// or a new one. The caller holds [`ContentStore::ingest_lock`].
+    pub fn ingest(&self, digest: &str) -> io::Result<Ingest> {
+        let hex =
+            hex_of(digest).ok_or_else(|| io::Error::other(format!("bad digest {digest:?}")))?;
+        let path = self.ingest_dir.join(hex);
+        let mut file = fs::OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(&path)
+            .map_err(|e| records::at(e, "open", &path))?;
+        let mut hasher = Sha256::new();
+        let size = io::copy(&mut file, &mut hasher).map_err(|e| records::at(e, "read", &path))?;
+        Ok(Ingest {
+            file,
+            path,
+            hasher,
+            size,
+        })
+    }
+
+    /// Drops every download left by an earlier attempt (prune).
+    pub fn clear_ingests(&self) {
+        for entry in fs::read_dir(&self.ingest_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let busy = self
+                .ingest_locks
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&format!("sha256:{name}"))
+                .is_some_and(|l| l.try_lock().is_err());
+            if !busy {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
     }
 
     /// Removes blobs no one names any more.
@@ -158,6 +220,55 @@ impl Drop for BlobWriter {
     }
 }
 
+/// A blob being downloaded: appended to across attempts, visible as a blob only once
+/// [`Ingest::commit`] found its digest right.
+pub struct Ingest {
+    file: File,
+    path: PathBuf,
+    hasher: Sha256,
+    size: u64,
+}
+
+impl Ingest {
+    /// The bytes already there (where a resumed download starts).
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn append(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.file
+            .write_all(buf)
+            .map_err(|e| records::at(e, "write", &self.path))?;
+        self.hasher.update(buf);
+        self.size += buf.len() as u64;
+        Ok(())
+    }
+
+    /// Checks the digest, makes the blob durable and visible. A wrong digest drops the
+    /// ingest, so the next attempt starts over.
+    pub fn commit(self, store: &ContentStore, digest: &str) -> io::Result<()> {
+        let actual = format!("sha256:{:x}", self.hasher.finalize());
+        let target = store
+            .path(digest)
+            .ok_or_else(|| io::Error::other(format!("bad digest {digest:?}")))?;
+        if actual != digest {
+            let _ = fs::remove_file(&self.path);
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("blob is {actual}, expected {digest}"),
+            ));
+        }
+        self.file
+            .sync_all()
+            .map_err(|e| records::at(e, "fsync", &self.path))?;
+        fs::rename(&self.path, &target).map_err(|e| records::at(e, "rename", &target))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -178,6 +289,33 @@ mod tests {
             fs::read_dir(dir.path().join("sha256")).unwrap().count(),
             1,
             "no partial left"
+        );
+    }
+
+    #[test]
+    fn an_ingest_resumes_where_it_was_cut_and_is_checked_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ContentStore::open(dir.path()).unwrap();
+        let digest = format!("sha256:{:x}", Sha256::digest(b"hello world"));
+        let mut first = store.ingest(&digest).unwrap();
+        first.append(b"hello").unwrap();
+        drop(first); // cut short
+        assert!(!store.has(&digest));
+        let mut second = store.ingest(&digest).unwrap();
+        assert_eq!(second.size(), 5);
+        second.append(b" world").unwrap();
+        second.commit(&store, &digest).unwrap();
+        assert_eq!(store.read(&digest).unwrap(), b"hello world");
+
+        let wrong = format!("sha256:{:x}", Sha256::digest(b"other"));
+        let mut bad = store.ingest(&wrong).unwrap();
+        bad.append(b"not it").unwrap();
+        assert!(bad.commit(&store, &wrong).is_err());
+        assert!(!store.has(&wrong));
+        assert_eq!(
+            store.ingest(&wrong).unwrap().size(),
+            0,
+            "a wrong ingest starts over"
         );
     }
 }

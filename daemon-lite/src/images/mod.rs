@@ -95,7 +95,7 @@ pub fn digest_of(bytes: &[u8]) -> String {
 /// The images of one daemon root.
 pub struct ImageStore {
     dir: PathBuf,
-    pub content: content::ContentStore,
+    pub content: std::sync::Arc<content::ContentStore>,
     pub snapshotter: Arc<dyn Snapshotter>,
     images: RwLock<BTreeMap<String, Image>>,
 }
@@ -124,7 +124,7 @@ impl ImageStore {
             let _ = fs::remove_file(entry.path());
         }
         Ok(ImageStore {
-            content: content::ContentStore::open(&dir.join("blobs"))?,
+            content: std::sync::Arc::new(content::ContentStore::open(&dir.join("blobs"))?),
             dir: dir.to_path_buf(),
             snapshotter,
             images: RwLock::new(images),

@@ -47,6 +47,8 @@ pub enum RegistryError {
     Unauthorized(String),
     /// Refused before connecting (TLS needed), or anything else the client gets wrong.
     Refused(String),
+    /// The connection failed or broke: worth another attempt.
+    Transport(String),
     Failed(String),
 }
 
@@ -56,6 +58,7 @@ impl std::fmt::Display for RegistryError {
             RegistryError::NotFound(m)
             | RegistryError::Unauthorized(m)
             | RegistryError::Refused(m)
+            | RegistryError::Transport(m)
             | RegistryError::Failed(m) => f.write_str(m),
         }
     }
@@ -135,10 +138,10 @@ impl Registry {
     async fn send(
         &self,
         uri: &str,
-        accept: &str,
+        headers: &[(&str, String)],
         authorization: Option<&str>,
     ) -> Result<Response<Incoming>, RegistryError> {
-        self.send_with(Method::GET, uri, accept, authorization, &Payload::None)
+        self.send_with(Method::GET, uri, headers, authorization, &Payload::None)
             .await
     }
 
@@ -146,16 +149,16 @@ impl Registry {
         &self,
         method: Method,
         uri: &str,
-        accept: &str,
+        headers: &[(&str, String)],
         authorization: Option<&str>,
         payload: &Payload,
     ) -> Result<Response<Incoming>, RegistryError> {
         let stream = tokio::net::TcpStream::connect(self.address)
             .await
-            .map_err(|e| RegistryError::Failed(format!("connect to {}: {e}", self.host)))?;
+            .map_err(|e| RegistryError::Transport(format!("connect to {}: {e}", self.host)))?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
-            .map_err(|e| RegistryError::Failed(format!("{}: {e}", self.host)))?;
+            .map_err(|e| RegistryError::Transport(format!("{}: {e}", self.host)))?;
         tokio::spawn(async move {
             let _ = conn.await;
         });
@@ -164,8 +167,8 @@ impl Registry {
             .uri(uri)
             .header("Host", &self.host)
             .header("User-Agent", concat!("berthd/", env!("CARGO_PKG_VERSION")));
-        if !accept.is_empty() {
-            req = req.header("Accept", accept);
+        for (name, value) in headers {
+            req = req.header(*name, value.as_str());
         }
         if let Some(a) = authorization {
             req = req.header("Authorization", a);
@@ -198,12 +201,26 @@ impl Registry {
         sender
             .send_request(req)
             .await
-            .map_err(|e| RegistryError::Failed(format!("{}{uri}: {e}", self.host)))
+            .map_err(|e| RegistryError::Transport(format!("{}{uri}: {e}", self.host)))
     }
 
     /// GET `path` (under `/v2/`), authenticating when the registry asks and following
     /// redirects within the same registry.
     pub async fn get(&self, path: &str, accept: &str) -> Result<Response<Incoming>, RegistryError> {
+        let headers = if accept.is_empty() {
+            vec![]
+        } else {
+            vec![("Accept", accept.to_string())]
+        };
+        self.get_with(path, &headers).await
+    }
+
+    /// [`Registry::get`] with more request headers (`Range`).
+    pub async fn get_with(
+        &self,
+        path: &str,
+        headers: &[(&str, String)],
+    ) -> Result<Response<Incoming>, RegistryError> {
         let mut uri = path.to_string();
         for _ in 0..5 {
             let auth = self
@@ -211,7 +228,7 @@ impl Registry {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .clone();
-            let mut resp = self.send(&uri, accept, auth.as_deref()).await?;
+            let mut resp = self.send(&uri, headers, auth.as_deref()).await?;
             if resp.status() == StatusCode::UNAUTHORIZED {
                 let challenge = resp
                     .headers()
@@ -222,7 +239,7 @@ impl Registry {
                 let authorization = self.authenticate(&challenge).await?;
                 *self.authorization.lock().unwrap_or_else(|p| p.into_inner()) =
                     Some(authorization.clone());
-                resp = self.send(&uri, accept, Some(&authorization)).await?;
+                resp = self.send(&uri, headers, Some(&authorization)).await?;
                 if resp.status() == StatusCode::UNAUTHORIZED {
                     return Err(RegistryError::Unauthorized(format!(
                         "{}: unauthorized: authentication required",
@@ -290,7 +307,7 @@ impl Registry {
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         let resp = self
-            .send_with(method.clone(), uri, "", auth.as_deref(), payload)
+            .send_with(method.clone(), uri, &[], auth.as_deref(), payload)
             .await?;
         if resp.status() != StatusCode::UNAUTHORIZED {
             return Ok(resp);
@@ -304,7 +321,7 @@ impl Registry {
         let authorization = self.authenticate(&challenge).await?;
         *self.authorization.lock().unwrap_or_else(|p| p.into_inner()) = Some(authorization.clone());
         let resp = self
-            .send_with(method, uri, "", Some(&authorization), payload)
+            .send_with(method, uri, &[], Some(&authorization), payload)
             .await?;
         if resp.status() == StatusCode::UNAUTHORIZED {
             return Err(RegistryError::Unauthorized(format!(
@@ -382,7 +399,11 @@ impl Registry {
             format!("{token_path}?{}", query.join("&"))
         };
         let resp = token_registry
-            .send(&uri, "application/json", basic.as_deref())
+            .send(
+                &uri,
+                &[("Accept", "application/json".to_string())],
+                basic.as_deref(),
+            )
             .await?;
         if !resp.status().is_success() {
             return Err(RegistryError::Unauthorized(format!(

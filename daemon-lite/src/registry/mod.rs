@@ -2,6 +2,7 @@
 //! itself in [`pull`].
 
 pub mod client;
+pub mod download;
 pub mod pull;
 pub mod push;
 

@@ -1,19 +1,19 @@
-//! `docker pull`: manifest (an index or manifest list picks this platform), config, then each
-//! layer streamed from the registry into the storage driver's layer apply, its digest checked
-//! over every byte as it arrives and its diff id against the config. Layers already present
-//! (same chain) are not fetched. The image is recorded only once every layer is committed: a
-//! pull cut short (error, registry gone, daemon killed) leaves no image, and the layers it did
-//! commit are reused by the next attempt.
+//! `docker pull`: manifest (an index or manifest list picks this platform), config, then the
+//! layers: downloaded several at once and resumably ([`super::download`]), each applied bottom
+//! up by the storage driver while its bytes arrive, its digest checked over every byte and its
+//! diff id against the config. Layers already present (same chain) are not fetched. The image
+//! is recorded only once every layer is committed: a pull cut short (error, registry gone,
+//! daemon killed) leaves no image; the layers it committed and the bytes it downloaded are
+//! reused by the next attempt.
 
-use std::io::Read;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http_body_util::BodyExt;
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 
 use super::client::{Credentials, Registry, RegistryError, read_limited};
+use super::download::{Arrival, BlobRequest, download};
 use crate::daemon::Daemon;
 use crate::images::content::Descriptor;
 use crate::images::{Image, Reference, chain_keys, digest_of};
@@ -21,6 +21,7 @@ use crate::images::{Image, Reference, chain_keys, digest_of};
 const MANIFEST_TYPES: &str = "application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
 
 /// Progress as Docker's JSON lines, to the client.
+#[derive(Clone)]
 pub struct Progress {
     tx: mpsc::Sender<Bytes>,
 }
@@ -46,7 +47,7 @@ impl Progress {
     }
 }
 
-fn short(digest: &str) -> String {
+pub(super) fn short(digest: &str) -> String {
     digest
         .trim_start_matches("sha256:")
         .chars()
@@ -72,7 +73,11 @@ pub async fn pull(
     progress: &Progress,
 ) -> Result<Image, RegistryError> {
     let (host, path) = super::locate(reference);
-    let registry = Registry::new(&host, &d.config.insecure_registries, credentials)?;
+    let registry = Arc::new(Registry::new(
+        &host,
+        &d.config.insecure_registries,
+        credentials,
+    )?);
     let wanted = reference
         .digest
         .clone()
@@ -162,34 +167,7 @@ pub async fn pull(
         )));
     }
     let keys = chain_keys(&diff_ids);
-    let snapshotter = d.images.snapshotter.clone();
-    for (digest, _) in &layers {
-        progress
-            .status(Some(&short(digest)), "Pulling fs layer")
-            .await;
-    }
-    let mut size = 0;
-    for (i, (digest, total)) in layers.iter().enumerate() {
-        let id = short(digest);
-        if snapshotter.stat(&keys[i]).is_ok() && content.has(digest) {
-            progress.status(Some(&id), "Already exists").await;
-        } else {
-            fetch_layer(
-                d,
-                &registry,
-                &path,
-                digest,
-                *total,
-                &diff_ids[i],
-                &keys,
-                i,
-                progress,
-            )
-            .await?;
-            progress.status(Some(&id), "Pull complete").await;
-        }
-        size += snapshotter.usage(&keys[i]).map(|u| u.size).unwrap_or(0);
-    }
+    let size = fetch_layers(d, registry, &path, &layers, &diff_ids, &keys, progress).await?;
     let image = Image {
         id: digest_of(&config_bytes),
         repo_tags: reference.tagged().into_iter().collect(),
@@ -237,24 +215,94 @@ async fn fetch_manifest(
     Ok((v, bytes))
 }
 
-/// Streams one layer blob into a scratch snapshot, checked and committed as `keys[i]`.
-#[allow(clippy::too_many_arguments)]
-async fn fetch_layer(
+/// Downloads the layers not here yet, several at once, and applies them bottom up as their
+/// bytes arrive; the layers' total unpacked size.
+async fn fetch_layers(
     d: &Arc<Daemon>,
-    registry: &Registry,
+    registry: Arc<Registry>,
     path: &str,
+    layers: &[(String, u64)],
+    diff_ids: &[String],
+    keys: &[String],
+    progress: &Progress,
+) -> Result<u64, RegistryError> {
+    let snapshotter = d.images.snapshotter.clone();
+    let content = &d.images.content;
+    let limit = Arc::new(Semaphore::new(MAX_CONCURRENT_DOWNLOADS));
+    let mut downloads = Downloads(Vec::new());
+    for (i, (digest, size)) in layers.iter().enumerate() {
+        let id = short(digest);
+        if snapshotter.stat(&keys[i]).is_ok() && content.has(digest) {
+            progress.status(Some(&id), "Already exists").await;
+            downloads.0.push(None);
+            continue;
+        }
+        progress.status(Some(&id), "Pulling fs layer").await;
+        let arrival = Arc::new(Arrival::default());
+        let task = tokio::spawn(download(
+            registry.clone(),
+            content.clone(),
+            limit.clone(),
+            BlobRequest {
+                path: path.to_string(),
+                digest: digest.clone(),
+                size: *size,
+            },
+            arrival.clone(),
+            progress.clone(),
+        ));
+        downloads.0.push(Some((arrival, task)));
+    }
+    let mut size = 0;
+    for (i, (digest, _)) in layers.iter().enumerate() {
+        if let Some((arrival, task)) = downloads.0[i].take() {
+            let applied = apply_arriving(d, digest, keys, i, &arrival).await;
+            // The download's own error says more than the apply's "download failed".
+            let downloaded = task
+                .await
+                .map_err(|e| RegistryError::Failed(e.to_string()))?;
+            downloaded?;
+            let applied = applied?;
+            if let Some(diff_id) = applied.filter(|got| *got != diff_ids[i]) {
+                let _ = snapshotter.remove(&keys[i]);
+                return Err(RegistryError::Failed(format!(
+                    "layer {digest}: its content is {diff_id} but the image config says {}",
+                    diff_ids[i]
+                )));
+            }
+            progress.status(Some(&short(digest)), "Pull complete").await;
+        }
+        size += snapshotter.usage(&keys[i]).map(|u| u.size).unwrap_or(0);
+    }
+    Ok(size)
+}
+
+/// dockerd's default `max-concurrent-downloads`.
+const MAX_CONCURRENT_DOWNLOADS: usize = 3;
+
+/// The pull's download tasks, stopped if the pull ends early (their ingests stay for the
+/// next attempt).
+struct Downloads(Vec<Option<(Arc<Arrival>, DownloadTask)>>);
+
+type DownloadTask = tokio::task::JoinHandle<Result<(), RegistryError>>;
+
+impl Drop for Downloads {
+    fn drop(&mut self) {
+        for (_, task) in self.0.iter().flatten() {
+            task.abort();
+        }
+    }
+}
+
+/// Applies layer `i` from its bytes as they arrive, unless its snapshot is there already (its
+/// blob was missing); the diff id it applied.
+async fn apply_arriving(
+    d: &Arc<Daemon>,
     digest: &str,
-    total: u64,
-    diff_id: &str,
     keys: &[String],
     i: usize,
-    progress: &Progress,
-) -> Result<(), RegistryError> {
-    let id = short(digest);
-    let resp = registry
-        .get(&format!("/v2/{path}/blobs/{digest}"), "")
-        .await?;
-    let (tx, rx) = mpsc::channel::<std::io::Result<Bytes>>(32);
+    arrival: &Arc<Arrival>,
+) -> Result<Option<String>, RegistryError> {
     let snapshotter = d.images.snapshotter.clone();
     let key = keys[i].clone();
     let parent = (i > 0).then(|| keys[i - 1].clone());
@@ -262,109 +310,26 @@ async fn fetch_layer(
         digest: Some(digest.to_string()),
         ..Default::default()
     };
-    let blob = d
-        .images
-        .content
-        .writer()
-        .map_err(|e| RegistryError::Failed(format!("content store: {e}")))?;
-    let d2 = d.clone();
-    let blob_digest = digest.to_string();
-    let apply = tokio::task::spawn_blocking(move || {
-        let mut tee = crate::images::archive::Tee {
-            inner: ChannelReader {
-                rx,
-                chunk: Bytes::new(),
-            },
-            blob,
-        };
-        // A layer present already (its blob was missing) is only stored, not applied again.
-        let applied = if snapshotter.stat(&key).is_ok() {
-            std::io::copy(&mut tee, &mut std::io::sink())
+    let mut reader = arrival.reader();
+    tokio::task::spawn_blocking(move || {
+        if snapshotter.stat(&key).is_ok() {
+            std::io::copy(&mut reader, &mut std::io::sink())
                 .map(|_| None)
-                .map_err(|e| berth_storage::Error::Unsupported(e.to_string()))
+                .map_err(|e| e.to_string())
         } else {
             berth_storage::layer::apply_layer(
                 snapshotter.as_ref(),
                 &key,
                 parent.as_deref(),
-                &mut tee,
+                &mut reader,
                 &opts,
                 Default::default(),
             )
-            .map(Some)
-        }?;
-        tee.blob
-            .commit(&d2.images.content, &blob_digest)
-            .map_err(|e| berth_storage::Error::Unsupported(format!("store the blob: {e}")))?;
-        Ok::<_, berth_storage::Error>(applied)
-    });
-    let mut body = resp.into_body();
-    let mut current = 0u64;
-    let mut last_report = 0u64;
-    while let Some(frame) = body.frame().await {
-        match frame {
-            Ok(f) => {
-                if let Ok(data) = f.into_data() {
-                    current += data.len() as u64;
-                    if tx.send(Ok(data)).await.is_err() {
-                        break; // apply stopped (it reports why)
-                    }
-                    if current - last_report >= 512 * 1024 || current == total {
-                        last_report = current;
-                        progress
-                            .send(json!({"status": "Downloading", "id": id,
-                                         "progressDetail": {"current": current, "total": total}}))
-                            .await;
-                    }
-                }
-            }
-            Err(e) => {
-                let _ = tx
-                    .send(Err(std::io::Error::other(format!(
-                        "download of {digest} cut short: {e}"
-                    ))))
-                    .await;
-                break;
-            }
+            .map(|applied| Some(applied.diff_id))
+            .map_err(|e| e.to_string())
         }
-    }
-    drop(tx);
-    progress.status(Some(&id), "Extracting").await;
-    let applied = apply
-        .await
-        .map_err(|e| RegistryError::Failed(e.to_string()))?
-        .map_err(|e| RegistryError::Failed(format!("layer {digest}: {e}")))?;
-    let Some(applied) = applied else {
-        return Ok(());
-    };
-    if applied.diff_id != diff_id {
-        let _ = d.images.snapshotter.remove(&keys[i]);
-        return Err(RegistryError::Failed(format!(
-            "layer {digest}: its content is {} but the image config says {diff_id}",
-            applied.diff_id
-        )));
-    }
-    Ok(())
-}
-
-/// The blocking side of the download: what the async side received, in order.
-struct ChannelReader {
-    rx: mpsc::Receiver<std::io::Result<Bytes>>,
-    chunk: Bytes,
-}
-
-impl Read for ChannelReader {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        while self.chunk.is_empty() {
-            match self.rx.blocking_recv() {
-                Some(Ok(b)) => self.chunk = b,
-                Some(Err(e)) => return Err(e),
-                None => return Ok(0),
-            }
-        }
-        let n = buf.len().min(self.chunk.len());
-        buf[..n].copy_from_slice(&self.chunk[..n]);
-        self.chunk = self.chunk.slice(n..);
-        Ok(n)
-    }
+    })
+    .await
+    .map_err(|e| RegistryError::Failed(e.to_string()))?
+    .map_err(|e| RegistryError::Failed(format!("layer {digest}: {e}")))
 }
