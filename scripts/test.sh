@@ -22,8 +22,9 @@ fi
 # devicemapper driver's base filesystem, copied into the VM); clang and libbpf-dev (the BPF
 # datapath's C programs); iproute2's ip is copied into the VM for the VLAN test;
 # docker-registry and apache2-utils (htpasswd): the local registry berthd pulls from in
-# kernel-tests/tests/daemon_pull.rs (each test runs its own on 127.0.0.1, a random port).
-packages=(libseccomp-dev libdevmapper-dev libclang-dev pkg-config e2fsprogs clang libbpf-dev umoci procps util-linux iproute2 uidmap passwd btrfs-progs zstd qemu-system-x86 tar gzip dpkg containerd podman docker.io skopeo docker-registry apache2-utils)
+# kernel-tests/tests/daemon_pull.rs (each test runs its own on 127.0.0.1, a random port);
+# debootstrap: the multi-layer Debian image of kernel-tests/tests/daemon_registry_debian.rs.
+packages=(libseccomp-dev libdevmapper-dev libclang-dev pkg-config e2fsprogs clang libbpf-dev umoci procps util-linux iproute2 uidmap passwd btrfs-progs zstd qemu-system-x86 tar gzip dpkg containerd podman docker.io skopeo docker-registry apache2-utils debootstrap)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -40,7 +41,10 @@ if command -v systemctl >/dev/null && systemctl is-enabled docker-registry >/dev
 fi
 
 cargo build --workspace --bins --quiet
-"target/$(rustc -vV | sed -n 's/^host: //p')/debug/berth-fixtures"
+fixtures="target/$(rustc -vV | sed -n 's/^host: //p')/debug/berth-fixtures"
+"$fixtures"
+# A Debian minbase tree from deb.debian.org (debootstrap, ~40 MB, cached) made into an image.
+"$fixtures" --debian-image
 # Each security regression test must also fail against a build without its defence.
 bash kernel-tests/weakened/run.sh
 

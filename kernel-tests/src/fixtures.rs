@@ -4,7 +4,9 @@
 //!   symlink per applet) plus /etc/passwd and /etc/group;
 //! - `busybox/config.json`: an OCI bundle around that rootfs (the README's first container);
 //! - `busybox-oci/`: the same rootfs as an OCI image layout (one gzip layer), for the image
-//!   and registry tests.
+//!   and registry tests;
+//! - `minbase/`, `debian-image/`: a Debian minbase tree (debootstrap) as one layer, and a
+//!   three-layer image on it (`docker save` format) for the registry tests.
 //!
 //! Building is idempotent and safe to race: a file lock serializes builders, and each piece is
 //! assembled in a temporary directory and renamed into place only when complete.
@@ -383,8 +385,8 @@ pub fn verify_oci_layout(layout: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// A Debian minbase root filesystem as one layer, for the storage benchmarks (not the tests:
-/// debootstrap downloads ~40 MB from the Debian mirror).
+/// A Debian minbase root filesystem as one layer, for the storage benchmarks and the bottom
+/// of [`debian_image`] (debootstrap downloads ~40 MB from the Debian mirror, once).
 pub struct MinbaseLayer {
     pub tar: PathBuf,
     pub gzip: PathBuf,
@@ -426,19 +428,157 @@ pub fn minbase_layer() -> io::Result<MinbaseLayer> {
         .map_err(|e| err(format!("layer of the minbase tree: {e}")))?;
         tar.flush()?;
         drop(tar);
-        let data = fs::read(&tar_path)?;
-        let mut gz = flate2::write::GzEncoder::new(
-            fs::File::create(tmp.join("layer.tar.gz"))?,
-            flate2::Compression::default(),
-        );
-        gz.write_all(&data)?;
-        gz.finish()?;
-        let zst = fs::File::create(tmp.join("layer.tar.zst"))?;
-        zstd::stream::copy_encode(data.as_slice(), zst, 3)?;
+        // Debian's gzip and zstd: a debug build's own compressors take minutes on 200 MB.
+        compress(&tar_path, "gzip", &tmp.join("layer.tar.gz"))?;
+        compress(&tar_path, "zstd", &tmp.join("layer.tar.zst"))?;
         // The tree itself is not needed any more.
         run(Command::new("rm").arg("-rf").arg(&rootfs))?;
         Ok(())
     })?;
     fs::write(&stamp, b"")?;
     Ok(layer)
+}
+
+/// `program -c < src > dest` (gzip -n, zstd -q).
+fn compress(src: &Path, program: &str, dest: &Path) -> io::Result<()> {
+    let flag = if program == "gzip" { "-n" } else { "-q" };
+    let status = Command::new(program)
+        .args(["-c", flag])
+        .stdin(fs::File::open(src)?)
+        .stdout(fs::File::create(dest)?)
+        .status()
+        .map_err(|e| err(format!("{program}: {e}")))?;
+    if !status.success() {
+        return Err(err(format!("{program} of {} failed", src.display())));
+    }
+    Ok(())
+}
+
+/// `sha256:<hex>` of a file.
+fn file_digest(path: &Path) -> io::Result<String> {
+    let mut hasher = Sha256::new();
+    io::copy(&mut fs::File::open(path)?, &mut hasher)?;
+    Ok(format!("sha256:{:x}", hasher.finalize()))
+}
+
+/// A multi-layer Debian image as `docker save` writes it (`berth-test/debian:multi`): the
+/// minbase layer (gzip), a small layer that adds `/etc/berth-layer` and deletes `/etc/motd`
+/// (a whiteout), and the busybox layer on top.
+pub struct DebianImage {
+    pub archive: PathBuf,
+    pub tag: &'static str,
+    /// The layers' blob digests, bottom first.
+    pub layers: Vec<String>,
+}
+
+/// Builds (once, cached under target/fixtures/debian-image) the image from
+/// [`minbase_layer`] and the busybox fixture.
+pub fn debian_image() -> io::Result<DebianImage> {
+    let minbase = minbase_layer()?;
+    let busybox = busybox();
+    let dir = target_dir().join("fixtures");
+    let lock = fs::File::create(dir.join(".lock-debian-image"))?;
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)?;
+    let out = dir.join("debian-image");
+    let archive = out.join("image.tar");
+    let layers_file = out.join("layers.json");
+    let stamp = out.join(format!(".berth-fixture-v{FIXTURE_VERSION}"));
+    if !stamp.exists() {
+        assemble(&out, |tmp| {
+            // The middle layer.
+            let mid_tar = tmp.join("mid.tar");
+            let mut b = tar::Builder::new(fs::File::create(&mid_tar)?);
+            let mut add = |path: &str, data: &[u8]| {
+                let mut h = tar::Header::new_gnu();
+                h.set_size(data.len() as u64);
+                h.set_mode(0o644);
+                h.set_uid(0);
+                h.set_gid(0);
+                h.set_mtime(1_700_000_000);
+                h.set_cksum();
+                b.append_data(&mut h, path, data)
+            };
+            add("etc/berth-layer", b"the middle layer\n")?;
+            add("etc/.wh.motd", b"")?;
+            b.into_inner()?.sync_all()?;
+            let mid_gz = tmp.join("mid.tar.gz");
+            compress(&mid_tar, "gzip", &mid_gz)?;
+
+            let (bb_digest, bb_blob) = busybox.layer()?;
+            let bb_diff = {
+                let index: serde_json::Value =
+                    serde_json::from_slice(&fs::read(busybox.oci_layout.join("index.json"))?)?;
+                let blob = |d: &str| {
+                    busybox
+                        .oci_layout
+                        .join("blobs/sha256")
+                        .join(d.trim_start_matches("sha256:"))
+                };
+                let m: serde_json::Value = serde_json::from_slice(&fs::read(blob(
+                    index["manifests"][0]["digest"].as_str().unwrap_or_default(),
+                ))?)?;
+                let c: serde_json::Value = serde_json::from_slice(&fs::read(blob(
+                    m["config"]["digest"].as_str().unwrap_or_default(),
+                ))?)?;
+                c["rootfs"]["diff_ids"][0]
+                    .as_str()
+                    .ok_or_else(|| err("the busybox config has no diff id"))?
+                    .to_string()
+            };
+            let blobs = [
+                (file_digest(&minbase.gzip)?, minbase.gzip.clone()),
+                (file_digest(&mid_gz)?, mid_gz.clone()),
+                (bb_digest, bb_blob),
+            ];
+            let diff_ids = [file_digest(&minbase.tar)?, file_digest(&mid_tar)?, bb_diff];
+            let config = serde_json::json!({
+                "architecture": "amd64",
+                "os": "linux",
+                "config": {
+                    "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+                    "Cmd": ["/bin/sh"],
+                },
+                "rootfs": {"type": "layers", "diff_ids": diff_ids},
+                "history": [
+                    {"created_by": "debootstrap --variant=minbase bookworm"},
+                    {"created_by": "add /etc/berth-layer, delete /etc/motd"},
+                    {"created_by": "busybox-static"},
+                ],
+            });
+            let config_bytes = serde_json::to_vec(&config)?;
+            let config_hex = format!("{:x}", Sha256::digest(&config_bytes));
+            let name = |d: &str| format!("blobs/sha256/{}", d.trim_start_matches("sha256:"));
+            let manifest = serde_json::json!([{
+                "Config": format!("blobs/sha256/{config_hex}"),
+                "RepoTags": ["berth-test/debian:multi"],
+                "Layers": blobs.iter().map(|(d, _)| name(d)).collect::<Vec<_>>(),
+            }]);
+            let mut builder = tar::Builder::new(fs::File::create(tmp.join("image.tar"))?);
+            let mut put = |path: &str, data: &[u8]| {
+                let mut h = tar::Header::new_gnu();
+                h.set_size(data.len() as u64);
+                h.set_mode(0o644);
+                h.set_cksum();
+                builder.append_data(&mut h, path, data)
+            };
+            put("manifest.json", &serde_json::to_vec(&manifest)?)?;
+            put(&format!("blobs/sha256/{config_hex}"), &config_bytes)?;
+            for (d, path) in &blobs {
+                builder.append_path_with_name(path, name(d))?;
+            }
+            builder.into_inner()?.sync_all()?;
+            let digests: Vec<&String> = blobs.iter().map(|(d, _)| d).collect();
+            fs::write(tmp.join("layers.json"), serde_json::to_vec(&digests)?)?;
+            for f in ["mid.tar", "mid.tar.gz"] {
+                fs::remove_file(tmp.join(f))?;
+            }
+            Ok(())
+        })?;
+        fs::write(&stamp, b"")?;
+    }
+    Ok(DebianImage {
+        archive,
+        tag: "berth-test/debian:multi",
+        layers: serde_json::from_slice(&fs::read(&layers_file)?)?,
+    })
 }

@@ -162,6 +162,8 @@ impl Registry {
         tokio::spawn(async move {
             let _ = conn.await;
         });
+        // A chunk of an upload says where it goes.
+        let chunk = method == Method::PATCH;
         let mut req = Request::builder()
             .method(method)
             .uri(uri)
@@ -181,15 +183,23 @@ impl Registry {
                     .header("Content-Length", bytes.len());
                 Full::new(bytes.clone()).map_err(|e| match e {}).boxed()
             }
-            Payload::File(path, len) => {
-                let file = tokio::fs::File::open(path)
+            Payload::File { path, offset, len } => {
+                use tokio::io::AsyncSeekExt;
+                let mut file = tokio::fs::File::open(path)
+                    .await
+                    .map_err(|e| RegistryError::Failed(format!("{}: {e}", path.display())))?;
+                file.seek(std::io::SeekFrom::Start(*offset))
                     .await
                     .map_err(|e| RegistryError::Failed(format!("{}: {e}", path.display())))?;
                 req = req
                     .header("Content-Type", "application/octet-stream")
                     .header("Content-Length", *len);
+                if chunk && *len > 0 {
+                    req = req.header("Content-Range", format!("{offset}-{}", offset + len - 1));
+                }
                 FileBody {
                     file,
+                    remaining: *len,
                     buf: vec![0; 256 * 1024],
                 }
                 .boxed()
@@ -427,13 +437,18 @@ impl Registry {
 pub enum Payload {
     None,
     Bytes(Bytes, String),
-    /// A file of the given length (a blob), streamed.
-    File(std::path::PathBuf, u64),
+    /// `len` bytes of a file from `offset` (a blob, or a chunk of one), streamed.
+    File {
+        path: std::path::PathBuf,
+        offset: u64,
+        len: u64,
+    },
 }
 
 /// A file as a request body, read as it is sent.
 struct FileBody {
     file: tokio::fs::File,
+    remaining: u64,
     buf: Vec<u8>,
 }
 
@@ -447,14 +462,24 @@ impl hyper::body::Body for FileBody {
     ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, std::io::Error>>> {
         use tokio::io::AsyncRead;
         let this = &mut *self;
-        let mut read = tokio::io::ReadBuf::new(&mut this.buf);
+        if this.remaining == 0 {
+            return std::task::Poll::Ready(None);
+        }
+        let want = this.buf.len().min(this.remaining as usize);
+        let mut read = tokio::io::ReadBuf::new(&mut this.buf[..want]);
         match std::pin::Pin::new(&mut this.file).poll_read(cx, &mut read) {
             std::task::Poll::Ready(Ok(())) if read.filled().is_empty() => {
-                std::task::Poll::Ready(None)
+                std::task::Poll::Ready(Some(Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the file is shorter than its descriptor says",
+                ))))
             }
-            std::task::Poll::Ready(Ok(())) => std::task::Poll::Ready(Some(Ok(
-                hyper::body::Frame::data(Bytes::copy_from_slice(read.filled())),
-            ))),
+            std::task::Poll::Ready(Ok(())) => {
+                this.remaining -= read.filled().len() as u64;
+                std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(Bytes::copy_from_slice(
+                    read.filled(),
+                )))))
+            }
             std::task::Poll::Ready(Err(e)) => std::task::Poll::Ready(Some(Err(e))),
             std::task::Poll::Pending => std::task::Poll::Pending,
         }

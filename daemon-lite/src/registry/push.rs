@@ -1,7 +1,10 @@
-//! `docker push`: each layer blob and the config unless the registry has them (HEAD), uploaded
-//! whole (POST for an upload, PUT with the digest), then the manifest last. The manifest is
-//! the one the image was pulled by when berth has it (so its digest survives a pull and a
-//! push); otherwise a Docker schema 2 manifest (an OCI one if a layer is zstd).
+//! `docker push`: each layer blob and the config unless the registry has them (HEAD) or can
+//! mount them from another repository of the same registry the image came from (`mount=`),
+//! small blobs uploaded whole (POST, then PUT with the digest), large ones in chunks (PATCH with
+//! `Content-Range`, a failed chunk resent from where the registry says the upload stands),
+//! then the manifest last. The manifest is the one the image was pulled by when berth has it
+//! (so its digest survives a pull and a push); otherwise a Docker schema 2 manifest (an OCI one
+//! if a layer is zstd).
 
 use std::sync::Arc;
 
@@ -65,13 +68,50 @@ fn manifest_for(
     Ok((bytes, media.to_string()))
 }
 
-/// Uploads one blob unless the registry has it; whether it was sent.
+/// Blobs larger than this go up in chunks of this size (PATCH with `Content-Range`), so a
+/// broken connection costs one chunk, not the blob.
+const CHUNK: u64 = 16 << 20;
+
+/// Attempts per chunk; each asks the registry how much it has first.
+const ATTEMPTS: u32 = 3;
+
+/// What happened to one blob.
+enum Sent {
+    Exists,
+    Mounted(String),
+    Pushed,
+}
+
+fn failure(what: &str, status: StatusCode, body: &[u8]) -> RegistryError {
+    RegistryError::Failed(format!(
+        "{what}: {status}: {}",
+        String::from_utf8_lossy(body).trim()
+    ))
+}
+
+/// Where an upload continues (`Location`, as a path on this registry).
+fn next_location(
+    registry: &Registry,
+    resp: &hyper::Response<hyper::body::Incoming>,
+) -> Result<String, RegistryError> {
+    let location = resp
+        .headers()
+        .get("Location")
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| RegistryError::Failed("upload without a Location".into()))?;
+    registry.local_path(location)
+}
+
+/// Uploads one blob unless the registry has it, mounting it from another repository of the
+/// same registry that has it (`mount_from`) rather than sending it again.
 async fn upload(
     registry: &Registry,
     path: &str,
     d: &Daemon,
     blob: &Descriptor,
-) -> Result<bool, RegistryError> {
+    mount_from: &[String],
+    progress: &Progress,
+) -> Result<Sent, RegistryError> {
     let exists = registry
         .request(
             Method::HEAD,
@@ -80,7 +120,7 @@ async fn upload(
         )
         .await?;
     if exists.status() == StatusCode::OK {
-        return Ok(false);
+        return Ok(Sent::Exists);
     }
     let file = d
         .images
@@ -93,46 +133,166 @@ async fn upload(
                 blob.digest
             ))
         })?;
-    let start = registry
-        .request(
-            Method::POST,
-            &format!("/v2/{path}/blobs/uploads/"),
-            &Payload::Bytes(Bytes::new(), "application/octet-stream".into()),
-        )
-        .await?;
+    let empty = || Payload::Bytes(Bytes::new(), "application/octet-stream".into());
+    let mut start = None;
+    if let Some(from) = mount_from.first() {
+        let resp = registry
+            .request(
+                Method::POST,
+                &format!(
+                    "/v2/{path}/blobs/uploads/?mount={}&from={from}",
+                    blob.digest
+                ),
+                &empty(),
+            )
+            .await?;
+        if resp.status() == StatusCode::CREATED {
+            return Ok(Sent::Mounted(from.clone()));
+        }
+        // 202: the registry could not mount and opened an ordinary upload instead.
+        start = Some(resp);
+    }
+    let start = match start {
+        Some(resp) => resp,
+        None => {
+            registry
+                .request(
+                    Method::POST,
+                    &format!("/v2/{path}/blobs/uploads/"),
+                    &empty(),
+                )
+                .await?
+        }
+    };
     if start.status() != StatusCode::ACCEPTED {
         let status = start.status();
         let body = read_limited(start, 4096).await.unwrap_or_default();
-        return Err(RegistryError::Failed(format!(
-            "start an upload to {path}: {status}: {}",
-            String::from_utf8_lossy(&body).trim()
-        )));
+        return Err(failure(
+            &format!("start an upload to {path}"),
+            status,
+            &body,
+        ));
     }
-    let location = start
-        .headers()
-        .get("Location")
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| RegistryError::Failed("upload without a Location".into()))?
-        .to_string();
-    let location = registry.local_path(&location)?;
+    let mut location = next_location(registry, &start)?;
+    if blob.size > CHUNK {
+        location = match upload_chunks(registry, &location, &file, blob, progress).await {
+            // The registry lost the upload (distribution forgets one whose state token went
+            // stale with a lost answer): once more from the start.
+            Err(RegistryError::NotFound(_)) => {
+                let again = registry
+                    .request(
+                        Method::POST,
+                        &format!("/v2/{path}/blobs/uploads/"),
+                        &empty(),
+                    )
+                    .await?;
+                if again.status() != StatusCode::ACCEPTED {
+                    let status = again.status();
+                    let body = read_limited(again, 4096).await.unwrap_or_default();
+                    return Err(failure(
+                        &format!("start an upload to {path}"),
+                        status,
+                        &body,
+                    ));
+                }
+                let location = next_location(registry, &again)?;
+                upload_chunks(registry, &location, &file, blob, progress).await?
+            }
+            other => other?,
+        };
+    }
     let sep = if location.contains('?') { '&' } else { '?' };
+    let body = if blob.size > CHUNK {
+        empty()
+    } else {
+        Payload::File {
+            path: file,
+            offset: 0,
+            len: blob.size,
+        }
+    };
     let put = registry
         .request(
             Method::PUT,
             &format!("{location}{sep}digest={}", blob.digest),
-            &Payload::File(file, blob.size),
+            &body,
         )
         .await?;
     if put.status() != StatusCode::CREATED {
         let status = put.status();
         let body = read_limited(put, 4096).await.unwrap_or_default();
-        return Err(RegistryError::Failed(format!(
-            "upload {}: {status}: {}",
-            blob.digest,
-            String::from_utf8_lossy(&body).trim()
-        )));
+        return Err(failure(&format!("upload {}", blob.digest), status, &body));
     }
-    Ok(true)
+    Ok(Sent::Pushed)
+}
+
+/// Sends the blob chunk by chunk; a chunk that fails is sent again from where the registry
+/// says the upload stands. The location to finish the upload at.
+async fn upload_chunks(
+    registry: &Registry,
+    location: &str,
+    file: &std::path::Path,
+    blob: &Descriptor,
+    progress: &Progress,
+) -> Result<String, RegistryError> {
+    let id = short(&blob.digest);
+    let mut location = location.to_string();
+    let mut offset = 0;
+    let mut attempt = 0;
+    while offset < blob.size {
+        let len = CHUNK.min(blob.size - offset);
+        let sent = registry
+            .request(
+                Method::PATCH,
+                &location,
+                &Payload::File {
+                    path: file.to_path_buf(),
+                    offset,
+                    len,
+                },
+            )
+            .await;
+        match sent {
+            Ok(resp) if resp.status() == StatusCode::ACCEPTED => {
+                location = next_location(registry, &resp)?;
+                offset += len;
+                attempt = 0;
+                progress
+                    .send(json!({"status": "Pushing", "id": id,
+                                 "progressDetail": {"current": offset, "total": blob.size}}))
+                    .await;
+            }
+            Ok(resp) => {
+                let status = resp.status();
+                let body = read_limited(resp, 4096).await.unwrap_or_default();
+                return Err(failure(&format!("upload {}", blob.digest), status, &body));
+            }
+            Err(RegistryError::Transport(e)) if attempt + 1 < ATTEMPTS => {
+                attempt += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(250 << attempt)).await;
+                progress.status(Some(&id), &format!("Retrying ({e})")).await;
+                // Where the upload stands: `Range: 0-N` means N+1 bytes are there.
+                let status = registry.get(&location, "").await.map_err(|e| match e {
+                    RegistryError::NotFound(m) => {
+                        RegistryError::NotFound(format!("upload of {}: {m}", blob.digest))
+                    }
+                    e => e,
+                })?;
+                if let Some(end) = status
+                    .headers()
+                    .get("Range")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|r| r.split_once('-'))
+                    .and_then(|(_, end)| end.parse::<u64>().ok())
+                {
+                    offset = end + 1;
+                }
+                location = next_location(registry, &status).unwrap_or(location);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(location)
 }
 
 /// Pushes `image` as `reference` (which names the repository and tag).
@@ -163,20 +323,25 @@ pub async fn push(
             .status(Some(&short(&blob.digest)), "Preparing")
             .await;
     }
+    // Repositories of this registry the image came from or went to: their blobs are mounted.
+    let mount_from: Vec<String> = image
+        .repo_digests
+        .iter()
+        .filter_map(|rd| rd.split_once('@'))
+        .filter_map(|(repo, _)| Reference::parse(repo).ok())
+        .map(|r| super::locate(&r))
+        .filter(|(h, p)| *h == host && *p != path)
+        .map(|(_, p)| p)
+        .collect();
     for blob in image.layer_blobs.iter().rev() {
         let id = short(&blob.digest);
         progress.status(Some(&id), "Pushing").await;
-        let sent = upload(&registry, &path, d, blob).await?;
-        progress
-            .status(
-                Some(&id),
-                if sent {
-                    "Pushed"
-                } else {
-                    "Layer already exists"
-                },
-            )
-            .await;
+        let status = match upload(&registry, &path, d, blob, &mount_from, progress).await? {
+            Sent::Exists => "Layer already exists".to_string(),
+            Sent::Mounted(from) => format!("Mounted from {from}"),
+            Sent::Pushed => "Pushed".to_string(),
+        };
+        progress.status(Some(&id), &status).await;
     }
     let config_bytes = d
         .images
@@ -195,7 +360,7 @@ pub async fn push(
         digest: image.id.clone(),
         size: config_bytes.len() as u64,
     };
-    upload(&registry, &path, d, &config).await?;
+    upload(&registry, &path, d, &config, &mount_from, progress).await?;
     let (manifest, media_type) = manifest_for(d, image, config.size)?;
     let digest = digest_of(&manifest);
     let resp = registry
@@ -214,6 +379,13 @@ pub async fn push(
         )));
     }
     let _ = d.images.content.write(&digest, &manifest);
+    // As dockerd does: the image now also answers to `repository@digest`.
+    let mut pushed = image.clone();
+    pushed.repo_tags.clear();
+    pushed.repo_digests = vec![format!("{}@{digest}", reference.repository)];
+    if let Err(e) = d.images.insert(pushed) {
+        tracing::warn!("record the digest of {}: {e}", reference.repository);
+    }
     progress
         .status(
             None,

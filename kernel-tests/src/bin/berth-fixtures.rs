@@ -1,5 +1,6 @@
 //! Builds the test fixtures (idempotent): `berth-fixtures [DIR]`, default target/fixtures;
-//! `berth-fixtures --minbase` builds the Debian minbase layer the storage benches apply.
+//! `berth-fixtures --minbase` builds the Debian minbase layer the storage benches apply, and
+//! `berth-fixtures --debian-image` the multi-layer Debian image of the registry tests.
 
 use std::path::PathBuf;
 
@@ -7,6 +8,16 @@ fn main() {
     if std::env::args().nth(1).as_deref() == Some("--minbase") {
         match berth_kernel_tests::fixtures::minbase_layer() {
             Ok(l) => println!("minbase layer: {} (+ .gz, .zst)", l.tar.display()),
+            Err(e) => {
+                eprintln!("berth-fixtures: {e}");
+                std::process::exit(1);
+            }
+        }
+        return;
+    }
+    if std::env::args().nth(1).as_deref() == Some("--debian-image") {
+        match berth_kernel_tests::fixtures::debian_image() {
+            Ok(i) => println!("debian image ({}): {}", i.tag, i.archive.display()),
             Err(e) => {
                 eprintln!("berth-fixtures: {e}");
                 std::process::exit(1);
