@@ -27,8 +27,8 @@ pub struct Config {
     pub monitor: PathBuf,
     /// The default network's Linux bridge (`--bridge`, Docker's docker0).
     pub bridge_name: String,
-    /// Registries reached over plain HTTP besides the loopback ones (`--insecure-registry`).
-    pub insecure_registries: Vec<String>,
+    /// Insecure registries, certs.d, Docker Hub mirrors.
+    pub registries: crate::registry::client::RegistryOptions,
     /// Network namespaces kept ready for the next starts (`--netns-pool`, 0 = none).
     pub netns_pool: usize,
 }

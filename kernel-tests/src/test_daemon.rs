@@ -1,6 +1,7 @@
 //! A berthd on a temporary root, exec root and socket, for end-to-end tests that drive it with
 //! the real Docker CLI and with berth's own. Dropping it removes every container it made,
-//! stops it, and unmounts and deletes what it left.
+//! stops it, and unmounts and deletes what it left. It may reach loopback registries only
+//! (`--block-registry '*'`): a test that names an image berthd lacks never goes to Docker Hub.
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -17,6 +18,8 @@ pub struct TestDaemon {
     pub storage_driver: String,
     /// The default network's bridge, unique per test daemon (removed on drop).
     pub bridge: String,
+    /// More berthd flags.
+    flags: Vec<String>,
 }
 
 /// A finished CLI command.
@@ -44,6 +47,11 @@ impl TestDaemon {
     }
 
     pub fn start_with(storage_driver: Option<&str>) -> TestDaemon {
+        Self::start_with_flags(storage_driver, &[])
+    }
+
+    /// With more berthd flags (`--registry-mirror URL`, …).
+    pub fn start_with_flags(storage_driver: Option<&str>, flags: &[&str]) -> TestDaemon {
         // Socket paths must fit in 108 bytes: a short directory under /tmp.
         let dir = tempfile::Builder::new()
             .prefix("bd")
@@ -56,9 +64,15 @@ impl TestDaemon {
             child: None,
             storage_driver: storage_driver.unwrap_or("").to_string(),
             bridge,
+            flags: flags.iter().map(|f| f.to_string()).collect(),
         };
         d.spawn();
         d
+    }
+
+    /// The daemon's certs.d (empty unless a test puts a registry's CA there).
+    pub fn certs_dir(&self) -> PathBuf {
+        self.dir.path().join("certs.d")
     }
 
     pub fn root(&self) -> PathBuf {
@@ -93,6 +107,9 @@ impl TestDaemon {
             .arg("--debug")
             .arg("--bridge")
             .arg(&self.bridge)
+            .args(["--block-registry", "*", "--registry-certs-dir"])
+            .arg(self.certs_dir())
+            .args(&self.flags)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log);

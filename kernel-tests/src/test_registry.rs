@@ -214,6 +214,9 @@ fn proxy_one(mut client: std::net::TcpStream, upstream: u16, state: &std::sync::
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
         match client.read(&mut byte) {
+            // A TLS hello (berthd probes loopback registries for TLS): plain HTTP here, so
+            // the connection ends as docker-registry's own would.
+            Ok(1) if head.is_empty() && byte[0] == 0x16 => return,
             Ok(1) => head.push(byte[0]),
             _ => return,
         }

@@ -62,6 +62,8 @@ fn a_missing_command_or_image_fails_as_with_dockerd() {
         "{}",
         r.stderr
     );
+    // The pull that follows goes nowhere: the test daemon blocks Docker Hub.
+    assert!(r.stderr.contains("is blocked"), "{}", r.stderr);
     assert_eq!(d.docker_ok(&["ps", "-aq"]), "");
 }
 

@@ -5,6 +5,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
 use berth_daemon::daemon::{Config, Daemon, default_storage_driver};
+use berth_daemon::registry::client::RegistryOptions;
 use clap::Parser;
 
 #[derive(Parser)]
@@ -25,9 +26,19 @@ struct Args {
     /// The group that may use the socket (default: `berth` if it exists, else root only).
     #[arg(short = 'G', long = "group")]
     group: Option<String>,
-    /// A registry reached over plain HTTP (loopback ones always are); repeatable.
+    /// A registry reached without certificate checks, or over plain HTTP if it has no TLS
+    /// (loopback ones always are); repeatable.
     #[arg(long = "insecure-registry")]
     insecure_registries: Vec<String>,
+    /// A mirror of Docker Hub (URL), tried before it; repeatable.
+    #[arg(long = "registry-mirror")]
+    registry_mirrors: Vec<String>,
+    /// A registry never contacted (`*`: every one but loopback and insecure ones); repeatable.
+    #[arg(long = "block-registry")]
+    blocked_registries: Vec<String>,
+    /// Per-registry CAs and client certificates: DIR/<host[:port]>/*.crt, *.cert + *.key.
+    #[arg(long = "registry-certs-dir", default_value = RegistryOptions::DEFAULT_CERTS_DIR)]
+    registry_certs_dir: PathBuf,
     /// Network namespaces kept ready for the next container starts (0: made at each start).
     #[arg(long = "netns-pool", default_value_t = 4)]
     netns_pool: usize,
@@ -106,7 +117,12 @@ fn run(args: Args) -> Result<(), String> {
         storage_driver,
         monitor,
         bridge_name: args.bridge,
-        insecure_registries: args.insecure_registries,
+        registries: RegistryOptions {
+            insecure: args.insecure_registries,
+            certs_dir: args.registry_certs_dir,
+            mirrors: args.registry_mirrors,
+            blocked: args.blocked_registries,
+        },
         netns_pool: args.netns_pool,
     };
     let daemon = Daemon::open(config).map_err(|e| e.to_string())?;

@@ -1,12 +1,16 @@
 //! A client of the OCI distribution API (`/v2/…`) over HTTP/1.1: manifests and blobs, with
 //! Basic and Bearer token authentication as registries ask for it (`WWW-Authenticate`).
 //!
-//! Plain HTTP only, and therefore only to registries on the loopback network (127.0.0.0/8,
-//! ::1, `localhost`) or named with `--insecure-registry`: any other registry is refused before
-//! a connection is made, with a message saying TLS is not in this client yet.
+//! TLS (verified against the system's roots and certs.d, see [`super::tls`]) for every
+//! registry, except insecure ones (loopback by address or `localhost`, or named with
+//! `--insecure-registry`): those are tried over TLS without verification and, when they do not
+//! speak TLS, reached over plain HTTP, as dockerd does. A name is judged as written, never by
+//! what it resolves to. Redirects to another host (a CDN) are followed without credentials.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Mutex;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use base64::Engine;
 use bytes::Bytes;
@@ -15,6 +19,29 @@ use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
+
+/// How berthd reaches registries (its flags).
+#[derive(Clone, Debug, Default)]
+pub struct RegistryOptions {
+    /// Registries reached without certificate checks, or over plain HTTP when they have no
+    /// TLS, besides the loopback ones (`--insecure-registry host[:port]`).
+    pub insecure: Vec<String>,
+    /// Per-registry CAs and client certificates, as Docker's /etc/docker/certs.d.
+    pub certs_dir: PathBuf,
+    /// Mirrors of Docker Hub (`--registry-mirror URL`), tried in order before it.
+    pub mirrors: Vec<String>,
+    /// Registries never contacted (`--block-registry`, as podman's `blocked = true`); `*`
+    /// blocks every one but the loopback and insecure ones (a host without outside access).
+    pub blocked: Vec<String>,
+}
+
+impl RegistryOptions {
+    pub const DEFAULT_CERTS_DIR: &'static str = "/etc/berth/certs.d";
+}
+
+/// How long to wait for a registry to accept a connection (and finish a TLS handshake).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Credentials for one registry (from `X-Registry-Auth`).
 #[derive(Clone, Debug, Default)]
@@ -64,10 +91,26 @@ impl std::fmt::Display for RegistryError {
     }
 }
 
+/// How requests travel.
+#[derive(Clone)]
+enum Transport {
+    Http,
+    Https {
+        config: Arc<rustls::ClientConfig>,
+        name: ServerName<'static>,
+    },
+}
+
+/// A connection, plain or TLS.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
 /// One registry host (`host[:port]`).
 pub struct Registry {
     host: String,
     address: SocketAddr,
+    transport: Transport,
+    options: RegistryOptions,
     credentials: Option<Credentials>,
     /// `Authorization` header value that worked last.
     authorization: Mutex<Option<String>>,
@@ -83,52 +126,161 @@ fn is_loopback(host: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
-fn split_host(host: &str) -> (&str, u16) {
+/// `name` and the port if one is given (`[::1]:5000`, `host:5000`, `host`).
+fn split_host(host: &str) -> (&str, Option<u16>) {
     if let Some(rest) = host.strip_prefix('[') {
         if let Some((h, tail)) = rest.split_once(']') {
-            let port = tail
-                .strip_prefix(':')
-                .and_then(|p| p.parse().ok())
-                .unwrap_or(80);
-            return (h, port);
+            return (h, tail.strip_prefix(':').and_then(|p| p.parse().ok()));
         }
     }
     match host.rsplit_once(':') {
-        Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) => (h, p.parse().unwrap_or(80)),
-        _ => (host, 80),
+        Some((h, p)) if !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()) => {
+            (h, p.parse().ok())
+        }
+        _ => (host, None),
     }
 }
 
+/// Splits `https://host[:port]/path?q` into the scheme (if given), the host and the path.
+fn split_url(url: &str) -> (Option<&str>, &str, &str) {
+    let (scheme, rest) = match url.split_once("://") {
+        Some((s, rest)) => (Some(s), rest),
+        None => (None, url),
+    };
+    match rest.find('/') {
+        Some(i) => (scheme, &rest[..i], &rest[i..]),
+        None => (scheme, rest, "/"),
+    }
+}
+
+/// The address of `name` (an IP literal, `localhost`, or a name for the system resolver).
+async fn resolve(name: &str, port: u16) -> Result<SocketAddr, RegistryError> {
+    let bare = name.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = bare.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, port));
+    }
+    if name == "localhost" {
+        return Ok(SocketAddr::new(IpAddr::from([127, 0, 0, 1]), port));
+    }
+    tokio::net::lookup_host((bare, port))
+        .await
+        .map_err(|e| RegistryError::Transport(format!("resolve {name}: {e}")))?
+        .next()
+        .ok_or_else(|| RegistryError::Transport(format!("resolve {name}: no address")))
+}
+
+/// Whether `host` is blocked (`docker.io` blocks Docker Hub's API host too).
+pub fn is_blocked(host: &str, options: &RegistryOptions) -> bool {
+    let (name, _) = split_host(host);
+    options.blocked.iter().any(|b| {
+        b == host
+            || b == name
+            || (b == "*" && !is_insecure(host, options))
+            || (b == "docker.io" && name == super::api_host("docker.io"))
+    })
+}
+
+/// Whether `host` may be reached without a verified certificate.
+pub fn is_insecure(host: &str, options: &RegistryOptions) -> bool {
+    let (name, _) = split_host(host);
+    is_loopback(name) || options.insecure.iter().any(|i| i == host || i == name)
+}
+
 impl Registry {
-    /// A client for `host`; refused (before any traffic) unless it may be reached over plain
-    /// HTTP.
-    pub fn new(
+    /// A client for `host` (`name[:port]`, or a URL with `https://` or `http://`): resolves it
+    /// and settles how to speak to it (see the module's notes). Plain HTTP to a registry that
+    /// is not insecure is refused before any traffic.
+    pub async fn connect(
         host: &str,
-        insecure: &[String],
+        options: &RegistryOptions,
         credentials: Option<Credentials>,
     ) -> Result<Registry, RegistryError> {
+        let (scheme, host, _) = split_url(host.trim_end_matches('/'));
         let (name, port) = split_host(host);
-        let allowed = is_loopback(name) || insecure.iter().any(|i| i == host || i == name);
-        if !allowed {
+        if is_blocked(host, options) {
             return Err(RegistryError::Refused(format!(
-                "{host}: berthd's registry client speaks plain HTTP only (TLS is not there yet), so it reaches registries on 127.0.0.0/8, ::1, localhost or named with --insecure-registry"
+                "registry {host} is blocked (--block-registry)"
             )));
         }
-        let ip: IpAddr = if name == "localhost" {
-            IpAddr::from([127, 0, 0, 1])
-        } else {
-            name.parse().map_err(|_| {
-                RegistryError::Refused(format!(
-                    "{host}: an insecure registry must be given by address"
-                ))
-            })?
+        let insecure = is_insecure(host, options);
+        if scheme == Some("http") && !insecure {
+            return Err(RegistryError::Refused(format!(
+                "{host}: plain HTTP is only for loopback registries and those named with --insecure-registry"
+            )));
+        }
+        if !matches!(scheme, None | Some("http") | Some("https")) {
+            return Err(RegistryError::Refused(format!(
+                "{host}: unknown scheme {scheme:?}"
+            )));
+        }
+        let tls = |verify: bool| -> Result<Transport, RegistryError> {
+            Ok(Transport::Https {
+                config: super::tls::client_config(&options.certs_dir, host, verify)
+                    .map_err(RegistryError::Failed)?,
+                name: super::tls::server_name(name).map_err(RegistryError::Failed)?,
+            })
         };
-        Ok(Registry {
+        let default_port = if scheme == Some("http") { 80 } else { 443 };
+        let port = port.unwrap_or(default_port);
+        let address = resolve(name, port).await?;
+        let mut registry = Registry {
             host: host.to_string(),
-            address: SocketAddr::new(ip, port),
+            address,
+            transport: Transport::Http,
+            options: options.clone(),
             credentials,
             authorization: Mutex::new(None),
-        })
+        };
+        registry.transport = match scheme {
+            Some("http") => Transport::Http,
+            Some(_) => tls(!insecure)?,
+            None if !insecure => tls(true)?,
+            None => {
+                // Insecure: TLS if it answers TLS, else plain HTTP.
+                registry.transport = tls(false)?;
+                match registry.open().await {
+                    Ok(_) => registry.transport.clone(),
+                    Err(RegistryError::Transport(e)) if !e.contains("connect to") => {
+                        tracing::debug!("{host}: no TLS ({e}), plain HTTP");
+                        Transport::Http
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        };
+        Ok(registry)
+    }
+
+    /// `http://host` or `https://host`, as this registry is spoken to.
+    fn origin(&self) -> String {
+        match self.transport {
+            Transport::Http => format!("http://{}", self.host),
+            Transport::Https { .. } => format!("https://{}", self.host),
+        }
+    }
+
+    /// A new connection (TCP, then TLS when the registry speaks it).
+    async fn open(&self) -> Result<Box<dyn Io>, RegistryError> {
+        let connect = tokio::net::TcpStream::connect(self.address);
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, connect)
+            .await
+            .map_err(|_| RegistryError::Transport(format!("connect to {}: timed out", self.host)))?
+            .map_err(|e| RegistryError::Transport(format!("connect to {}: {e}", self.host)))?;
+        let _ = stream.set_nodelay(true);
+        match &self.transport {
+            Transport::Http => Ok(Box::new(stream)),
+            Transport::Https { config, name } => {
+                let handshake =
+                    tokio_rustls::TlsConnector::from(config.clone()).connect(name.clone(), stream);
+                let tls = tokio::time::timeout(CONNECT_TIMEOUT, handshake)
+                    .await
+                    .map_err(|_| {
+                        RegistryError::Transport(format!("{}: TLS handshake timed out", self.host))
+                    })?
+                    .map_err(|e| RegistryError::Transport(format!("{}: TLS: {e}", self.host)))?;
+                Ok(Box::new(tls))
+            }
+        }
     }
 
     pub fn host(&self) -> &str {
@@ -153,9 +305,7 @@ impl Registry {
         authorization: Option<&str>,
         payload: &Payload,
     ) -> Result<Response<Incoming>, RegistryError> {
-        let stream = tokio::net::TcpStream::connect(self.address)
-            .await
-            .map_err(|e| RegistryError::Transport(format!("connect to {}: {e}", self.host)))?;
+        let stream = self.open().await?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| RegistryError::Transport(format!("{}: {e}", self.host)))?;
@@ -266,19 +416,20 @@ impl Registry {
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or("")
                         .to_string();
-                    // Only redirects inside this registry: a redirect elsewhere would send
-                    // traffic (and credentials) to a host nobody named.
-                    let local = location
-                        .strip_prefix(&format!("http://{}", self.host))
-                        .map(str::to_string)
-                        .or_else(|| location.starts_with('/').then(|| location.clone()));
-                    match local {
-                        Some(l) => uri = l,
-                        None => {
-                            return Err(RegistryError::Refused(format!(
-                                "{}: redirect to {location} is outside the registry",
-                                self.host
-                            )));
+                    match self.local_path(&location) {
+                        Ok(l) => uri = l,
+                        // Another host (a CDN holding the blob): no credentials go there.
+                        Err(_) => {
+                            let (_, other, path) = split_url(&location);
+                            if other.is_empty() || !location.contains("://") {
+                                return Err(RegistryError::Failed(format!(
+                                    "{}: bad redirect {location:?}",
+                                    self.host
+                                )));
+                            }
+                            let elsewhere =
+                                Box::pin(Registry::connect(&location, &self.options, None)).await?;
+                            return Box::pin(elsewhere.get_with(path, headers)).await;
                         }
                     }
                 }
@@ -348,7 +499,8 @@ impl Registry {
             return Ok(location.to_string());
         }
         location
-            .strip_prefix(&format!("http://{}", self.host))
+            .strip_prefix(&self.origin())
+            .filter(|rest| rest.starts_with('/'))
             .map(str::to_string)
             .ok_or_else(|| {
                 RegistryError::Refused(format!(
@@ -390,13 +542,8 @@ impl Registry {
         };
         let realm = param("realm")
             .ok_or_else(|| RegistryError::Unauthorized("bearer challenge without realm".into()))?;
-        let rest = realm.strip_prefix("http://").ok_or_else(|| {
-            RegistryError::Refused(format!("token service {realm}: plain HTTP only"))
-        })?;
-        let (token_host, token_path) = rest
-            .split_once('/')
-            .map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
-        let token_registry = Registry::new(token_host, &[], None)?;
+        let (_, _, token_path) = split_url(&realm);
+        let token_registry = Box::pin(Registry::connect(&realm, &self.options, None)).await?;
         let mut query = Vec::new();
         for key in ["service", "scope"] {
             if let Some(v) = param(key) {
@@ -404,7 +551,7 @@ impl Registry {
             }
         }
         let uri = if query.is_empty() {
-            token_path
+            token_path.to_string()
         } else {
             format!("{token_path}?{}", query.join("&"))
         };
@@ -512,19 +659,58 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_loopback_or_named_insecure_registries() {
-        assert!(Registry::new("127.0.0.1:5000", &[], None).is_ok());
-        assert!(Registry::new("localhost:5000", &[], None).is_ok());
-        assert!(Registry::new("[::1]:5000", &[], None).is_ok());
-        assert!(matches!(
-            Registry::new("docker.io", &[], None),
-            Err(RegistryError::Refused(_))
-        ));
-        assert!(matches!(
-            Registry::new("10.0.0.5:5000", &[], None),
-            Err(RegistryError::Refused(_))
-        ));
-        assert!(Registry::new("10.0.0.5:5000", &["10.0.0.5:5000".into()], None).is_ok());
+    fn only_loopback_or_named_registries_are_insecure() {
+        let none = RegistryOptions::default();
+        assert!(is_insecure("127.0.0.1:5000", &none));
+        assert!(is_insecure("127.8.9.10", &none));
+        assert!(is_insecure("localhost:5000", &none));
+        assert!(is_insecure("[::1]:5000", &none));
+        assert!(!is_insecure("docker.io", &none));
+        assert!(!is_insecure("10.0.0.5:5000", &none));
+        // A name is judged as written: one resolving to 127.0.0.1 is still checked.
+        assert!(!is_insecure("registry.example:5000", &none));
+        let named = RegistryOptions {
+            insecure: vec!["10.0.0.5:5000".into(), "build.lan".into()],
+            ..Default::default()
+        };
+        assert!(is_insecure("10.0.0.5:5000", &named));
+        assert!(is_insecure("build.lan:443", &named));
+        assert!(!is_insecure("10.0.0.5:6000", &named));
+    }
+
+    #[test]
+    fn hosts_and_urls_split() {
+        assert_eq!(split_host("[::1]:5000"), ("::1", Some(5000)));
+        assert_eq!(split_host("host:5000"), ("host", Some(5000)));
+        assert_eq!(split_host("host"), ("host", None));
+        assert_eq!(
+            split_url("https://auth.example/token?x=1"),
+            (Some("https"), "auth.example", "/token?x=1")
+        );
+        assert_eq!(split_url("127.0.0.1:5000"), (None, "127.0.0.1:5000", "/"));
+    }
+
+    #[test]
+    fn blocked_registries() {
+        let all = RegistryOptions {
+            blocked: vec!["*".into()],
+            ..Default::default()
+        };
+        assert!(is_blocked("registry-1.docker.io", &all));
+        assert!(is_blocked("quay.io:443", &all));
+        assert!(!is_blocked("127.0.0.1:5000", &all));
+        let hub = RegistryOptions {
+            blocked: vec!["docker.io".into()],
+            ..Default::default()
+        };
+        assert!(is_blocked("registry-1.docker.io", &hub));
+        assert!(!is_blocked("quay.io", &hub));
+    }
+
+    #[tokio::test]
+    async fn plain_http_to_a_secure_registry_is_refused_before_any_traffic() {
+        let r = Registry::connect("http://registry.example", &Default::default(), None).await;
+        assert!(matches!(r, Err(RegistryError::Refused(_))));
     }
 
     #[test]

@@ -5,8 +5,51 @@ pub mod client;
 pub mod download;
 pub mod pull;
 pub mod push;
+pub mod tls;
 
 use crate::images::Reference;
+use client::RegistryOptions;
+
+/// Where Docker Hub's API is (`docker.io` is its name in references).
+const DOCKER_HUB_API: &str = "registry-1.docker.io";
+
+/// The host serving `host`'s API (Docker Hub's is not `docker.io`).
+pub fn api_host(host: &str) -> &str {
+    if host == "docker.io" {
+        DOCKER_HUB_API
+    } else {
+        host
+    }
+}
+
+/// One place to pull from.
+pub struct Endpoint {
+    pub host: String,
+    pub mirror: bool,
+}
+
+/// The places to pull `host`'s images from, in order: for Docker Hub its mirrors, then Hub.
+pub fn endpoints(host: &str, options: &RegistryOptions) -> Vec<Endpoint> {
+    if host != "docker.io" {
+        return vec![Endpoint {
+            host: host.to_string(),
+            mirror: false,
+        }];
+    }
+    let mut all: Vec<Endpoint> = options
+        .mirrors
+        .iter()
+        .map(|m| Endpoint {
+            host: m.clone(),
+            mirror: true,
+        })
+        .collect();
+    all.push(Endpoint {
+        host: api_host(host).into(),
+        mirror: false,
+    });
+    all
+}
 
 /// The registry host and the repository path on it for a familiar reference
 /// (`busybox` → `docker.io`, `library/busybox`; `127.0.0.1:5000/a/b` → that host, `a/b`).
@@ -35,5 +78,27 @@ mod tests {
             ("127.0.0.1:5000".into(), "a/b".into())
         );
         assert_eq!(l("localhost/x"), ("localhost".into(), "x".into()));
+    }
+
+    #[test]
+    fn docker_hub_is_pulled_through_its_mirrors_first() {
+        let options = RegistryOptions {
+            mirrors: vec!["http://127.0.0.1:5001".into()],
+            ..Default::default()
+        };
+        let hosts = |h: &str| -> Vec<(String, bool)> {
+            endpoints(h, &options)
+                .into_iter()
+                .map(|e| (e.host, e.mirror))
+                .collect()
+        };
+        assert_eq!(
+            hosts("docker.io"),
+            vec![
+                ("http://127.0.0.1:5001".to_string(), true),
+                ("registry-1.docker.io".to_string(), false)
+            ]
+        );
+        assert_eq!(hosts("quay.io"), vec![("quay.io".to_string(), false)]);
     }
 }

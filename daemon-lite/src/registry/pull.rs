@@ -73,11 +73,6 @@ pub async fn pull(
     progress: &Progress,
 ) -> Result<Image, RegistryError> {
     let (host, path) = super::locate(reference);
-    let registry = Arc::new(Registry::new(
-        &host,
-        &d.config.insecure_registries,
-        credentials,
-    )?);
     let wanted = reference
         .digest
         .clone()
@@ -89,30 +84,36 @@ pub async fn pull(
             &format!("Pulling from {path}"),
         )
         .await;
-
-    let (mut manifest, mut manifest_bytes) = fetch_manifest(&registry, &path, &wanted).await?;
-    if let Some(d) = &reference.digest {
-        check_digest("manifest", &manifest_bytes, d)?;
+    // Docker Hub's mirrors first (anonymously: Hub credentials stay with Hub), then the
+    // registry itself.
+    let mut found = None;
+    for endpoint in super::endpoints(&host, &d.config.registries) {
+        let attempt = async {
+            let credentials = if endpoint.mirror {
+                None
+            } else {
+                credentials.clone()
+            };
+            let registry =
+                Registry::connect(&endpoint.host, &d.config.registries, credentials).await?;
+            let manifest = resolve_manifest(&registry, &path, &wanted, reference).await?;
+            Ok::<_, RegistryError>((registry, manifest))
+        };
+        match attempt.await {
+            Ok(ok) => {
+                found = Some(ok);
+                break;
+            }
+            Err(e) if endpoint.mirror => {
+                tracing::info!("mirror {} for {path}: {e}; trying the next", endpoint.host);
+            }
+            Err(e) => return Err(e),
+        }
     }
-    if manifest["manifests"].is_array() {
-        let arch = crate::platform::architecture();
-        let chosen = manifest["manifests"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|m| m["platform"]["os"] == "linux" && m["platform"]["architecture"] == arch)
-            .and_then(|m| m["digest"].as_str())
-            .ok_or_else(|| {
-                RegistryError::NotFound(format!(
-                    "no matching manifest for linux/{arch} in the manifest list entries"
-                ))
-            })?
-            .to_string();
-        let (m, bytes) = fetch_manifest(&registry, &path, &chosen).await?;
-        check_digest("manifest", &bytes, &chosen)?;
-        manifest = m;
-        manifest_bytes = bytes;
-    }
+    let Some((registry, (manifest, manifest_bytes))) = found else {
+        return Err(RegistryError::Failed(format!("no registry for {host}")));
+    };
+    let registry = Arc::new(registry);
     let manifest_digest = reference
         .digest
         .clone()
@@ -190,6 +191,38 @@ pub async fn pull(
         .status(None, &format!("Status: Downloaded newer image for {name}"))
         .await;
     Ok(image)
+}
+
+/// The image manifest `wanted` names (through an index or manifest list, this platform's).
+async fn resolve_manifest(
+    registry: &Registry,
+    path: &str,
+    wanted: &str,
+    reference: &Reference,
+) -> Result<(Value, Vec<u8>), RegistryError> {
+    let (manifest, manifest_bytes) = fetch_manifest(registry, path, wanted).await?;
+    if let Some(d) = &reference.digest {
+        check_digest("manifest", &manifest_bytes, d)?;
+    }
+    if !manifest["manifests"].is_array() {
+        return Ok((manifest, manifest_bytes));
+    }
+    let arch = crate::platform::architecture();
+    let chosen = manifest["manifests"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|m| m["platform"]["os"] == "linux" && m["platform"]["architecture"] == arch)
+        .and_then(|m| m["digest"].as_str())
+        .ok_or_else(|| {
+            RegistryError::NotFound(format!(
+                "no matching manifest for linux/{arch} in the manifest list entries"
+            ))
+        })?
+        .to_string();
+    let (m, bytes) = fetch_manifest(registry, path, &chosen).await?;
+    check_digest("manifest", &bytes, &chosen)?;
+    Ok((m, bytes))
 }
 
 async fn fetch_manifest(

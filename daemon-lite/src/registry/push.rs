@@ -304,7 +304,8 @@ pub async fn push(
     progress: &Progress,
 ) -> Result<String, RegistryError> {
     let (host, path) = super::locate(reference);
-    let registry = Registry::new(&host, &d.config.insecure_registries, credentials)?;
+    let registry =
+        Registry::connect(super::api_host(&host), &d.config.registries, credentials).await?;
     let tag = reference.tag.clone().unwrap_or_else(|| "latest".into());
     progress
         .status(
