@@ -5,6 +5,7 @@ mod client;
 mod commands;
 mod completion;
 mod container_config;
+mod credentials;
 mod error;
 mod format;
 mod progress;
@@ -16,7 +17,7 @@ mod units;
 use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::client::{Client, DEFAULT_HOST};
-use crate::commands::{container, exec, image, network, run, system, volume};
+use crate::commands::{container, exec, image, login, network, run, system, volume};
 use crate::error::CliError;
 
 #[derive(Parser)]
@@ -87,6 +88,10 @@ pub enum Command {
     Images(image::ImagesArgs),
     /// Download an image from a registry
     Pull(image::PullArgs),
+    /// Log in to a registry
+    Login(login::LoginArgs),
+    /// Log out from a registry
+    Logout(login::LogoutArgs),
     /// Upload an image to a registry
     Push(image::PushArgs),
     /// Remove one or more images
@@ -203,6 +208,8 @@ async fn dispatch(client: &mut Client, command: Command) -> Result<i32, CliError
         Command::Container(sub) => container::container_command(client, sub).await,
         Command::Images(args) => image::images(client, args).await,
         Command::Pull(args) => image::pull(client, args).await,
+        Command::Login(args) => login::login(client, args).await,
+        Command::Logout(args) => login::logout(args).await,
         Command::Push(args) => image::push(client, args).await,
         Command::Rmi(args) => image::rmi(client, args).await,
         Command::Tag(args) => image::tag(client, args).await,

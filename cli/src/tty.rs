@@ -33,6 +33,33 @@ impl Drop for RawTerminal {
     }
 }
 
+/// Turns off echo on stdin's terminal (a password prompt) until dropped; nothing when stdin is
+/// not a terminal.
+pub struct EchoOff {
+    saved: Option<Termios>,
+}
+
+impl EchoOff {
+    pub fn stdin() -> EchoOff {
+        let stdin = rustix::stdio::stdin();
+        let saved = termios::tcgetattr(stdin).ok();
+        if let Some(saved) = &saved {
+            let mut quiet = saved.clone();
+            quiet.local_modes.remove(termios::LocalModes::ECHO);
+            let _ = termios::tcsetattr(stdin, OptionalActions::Now, &quiet);
+        }
+        EchoOff { saved }
+    }
+}
+
+impl Drop for EchoOff {
+    fn drop(&mut self) {
+        if let Some(saved) = &self.saved {
+            let _ = termios::tcsetattr(rustix::stdio::stdin(), OptionalActions::Now, saved);
+        }
+    }
+}
+
 /// (rows, columns) of the terminal on stdout, or stdin when stdout is redirected.
 pub fn window_size() -> Option<(u16, u16)> {
     let size = termios::tcgetwinsize(rustix::stdio::stdout())

@@ -20,6 +20,8 @@ pub struct TestDaemon {
     pub bridge: String,
     /// More berthd flags.
     flags: Vec<String>,
+    /// The network namespace berthd runs in (the host's if `None`).
+    netns: Option<String>,
 }
 
 /// A finished CLI command.
@@ -50,8 +52,23 @@ impl TestDaemon {
         Self::start_with_flags(storage_driver, &[])
     }
 
+    /// A daemon inside `netns` (which has no way out, so no registry is blocked), for
+    /// registries that must not be on loopback addresses.
+    pub fn start_in(netns: &crate::test_netns::TestNetns, flags: &[&str]) -> TestDaemon {
+        let mut d = Self::new(None, flags);
+        d.netns = Some(netns.name.clone());
+        d.spawn();
+        d
+    }
+
     /// With more berthd flags (`--registry-mirror URL`, …).
     pub fn start_with_flags(storage_driver: Option<&str>, flags: &[&str]) -> TestDaemon {
+        let mut d = Self::new(storage_driver, flags);
+        d.spawn();
+        d
+    }
+
+    fn new(storage_driver: Option<&str>, flags: &[&str]) -> TestDaemon {
         // Socket paths must fit in 108 bytes: a short directory under /tmp.
         let dir = tempfile::Builder::new()
             .prefix("bd")
@@ -59,15 +76,19 @@ impl TestDaemon {
             .expect("temporary directory");
         // bt<pid><n>: unique on the host, at most 15 bytes.
         let bridge = crate::harness::unique("bt").replace('-', "");
-        let mut d = TestDaemon {
+        TestDaemon {
             dir,
             child: None,
             storage_driver: storage_driver.unwrap_or("").to_string(),
             bridge,
             flags: flags.iter().map(|f| f.to_string()).collect(),
-        };
-        d.spawn();
-        d
+            netns: None,
+        }
+    }
+
+    /// The clients' config directory (`DOCKER_CONFIG`, where logins are kept).
+    pub fn docker_config(&self) -> PathBuf {
+        self.dir.path().join("docker-config")
     }
 
     /// The daemon's certs.d (empty unless a test puts a registry's CA there).
@@ -107,7 +128,7 @@ impl TestDaemon {
             .arg("--debug")
             .arg("--bridge")
             .arg(&self.bridge)
-            .args(["--block-registry", "*", "--registry-certs-dir"])
+            .arg("--registry-certs-dir")
             .arg(self.certs_dir())
             .args(&self.flags)
             .stdin(Stdio::null())
@@ -116,6 +137,13 @@ impl TestDaemon {
         if !self.storage_driver.is_empty() {
             cmd.arg("--storage-driver").arg(&self.storage_driver);
         }
+        let _ns = match &self.netns {
+            Some(name) => Some(crate::test_netns::enter_on_spawn(name, &mut cmd)),
+            None => {
+                cmd.args(["--block-registry", "*"]);
+                None
+            }
+        };
         let child = cmd.spawn().expect("spawn berthd");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -198,7 +226,7 @@ impl TestDaemon {
         let mut cmd = Command::new(program);
         cmd.args(args)
             .env("DOCKER_HOST", self.host())
-            .env("DOCKER_CONFIG", self.dir.path().join("docker-config"))
+            .env("DOCKER_CONFIG", self.docker_config())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .stdin(if stdin.is_some() {

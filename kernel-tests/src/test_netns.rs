@@ -8,6 +8,23 @@ use std::process::{Command, Stdio};
 
 use crate::harness::{Runtime, unique};
 
+/// Makes `cmd` start in the named network namespace (its mount namespace stays the caller's).
+/// The returned file must outlive the spawn.
+pub fn enter_on_spawn(name: &str, cmd: &mut Command) -> fs::File {
+    let ns = fs::File::open(format!("/run/netns/{name}")).expect("open netns");
+    let raw = ns.as_raw_fd();
+    // SAFETY: only setns (async-signal-safe) between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setns(raw, libc::CLONE_NEWNET) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    ns
+}
+
 /// A named network namespace, deleted on drop (with whatever devices are left in it).
 pub struct TestNetns {
     pub name: String,
@@ -59,18 +76,7 @@ impl TestNetns {
     /// Makes `cmd` start in this network namespace (its mount namespace stays the caller's).
     /// The returned file must outlive the spawn.
     pub fn enter_on_spawn(&self, cmd: &mut Command) -> fs::File {
-        let ns = fs::File::open(format!("/run/netns/{}", self.name)).expect("open netns");
-        let raw = ns.as_raw_fd();
-        // SAFETY: only setns (async-signal-safe) between fork and exec.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::setns(raw, libc::CLONE_NEWNET) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        ns
+        enter_on_spawn(&self.name, cmd)
     }
 
     /// `berth-runtime args…` run inside this namespace.

@@ -11,6 +11,7 @@ pub struct TestRegistry {
     dir: tempfile::TempDir,
     child: Child,
     pub port: u16,
+    address: String,
     /// user, password when protected.
     pub credentials: Option<(String, String)>,
 }
@@ -29,13 +30,52 @@ impl TestRegistry {
 
     /// With `credentials`, Basic authentication over an htpasswd file (bcrypt, by `htpasswd`).
     pub fn start_with(credentials: Option<(&str, &str)>) -> TestRegistry {
+        Self::launch(Launch {
+            credentials,
+            ..Default::default()
+        })
+    }
+
+    /// A registry speaking TLS only, on `address` inside `netns` (a name that is not loopback,
+    /// so berthd checks its certificate), serving the images of `storage` (another test
+    /// registry's, filled by skopeo). Its certificate is signed by [`TestRegistry::ca`].
+    pub fn start_tls_in(
+        netns: &crate::test_netns::TestNetns,
+        address: &str,
+        storage: &std::path::Path,
+    ) -> TestRegistry {
+        Self::launch(Launch {
+            tls_address: Some(address),
+            netns: Some(netns),
+            storage: Some(storage),
+            ..Default::default()
+        })
+    }
+
+    fn launch(how: Launch) -> TestRegistry {
         let dir = tempfile::tempdir().expect("temporary directory");
-        let port = free_port();
+        let address = how.tls_address.unwrap_or("127.0.0.1");
+        let port = match how.netns {
+            Some(ns) => ns.inside(free_port),
+            None => free_port(),
+        };
+        let storage = how
+            .storage
+            .map(std::path::Path::to_path_buf)
+            .unwrap_or_else(|| dir.path().join("storage"));
         let mut config = format!(
-            "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
-            dir.path().join("storage").display()
+            "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {address}:{port}\n",
+            storage.display()
         );
-        if let Some((user, password)) = credentials {
+        if how.tls_address.is_some() {
+            make_certificates(dir.path(), address);
+            config.push_str(&format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                dir.path().join("server.crt").display(),
+                dir.path().join("server.key").display()
+            ));
+        }
+        if let Some((user, password)) = how.credentials {
             let htpasswd = dir.path().join("htpasswd");
             let status = Command::new("htpasswd")
                 .args(["-Bbc", &htpasswd.display().to_string(), user, password])
@@ -51,23 +91,31 @@ impl TestRegistry {
         let config_path = dir.path().join("config.yml");
         std::fs::write(&config_path, config).expect("registry config");
         let log = std::fs::File::create(dir.path().join("registry.log")).expect("log");
-        let child = Command::new("docker-registry")
-            .arg("serve")
+        let mut cmd = Command::new("docker-registry");
+        cmd.arg("serve")
             .arg(&config_path)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
-            .stderr(log)
+            .stderr(log);
+        let _ns = how.netns.map(|ns| ns.enter_on_spawn(&mut cmd));
+        let child = cmd
             .spawn()
             .expect("docker-registry (Debian package docker-registry)");
         let r = TestRegistry {
             dir,
             child,
             port,
-            credentials: credentials.map(|(u, p)| (u.to_string(), p.to_string())),
+            address: address.to_string(),
+            credentials: how.credentials.map(|(u, p)| (u.to_string(), p.to_string())),
         };
+        let listening = || std::net::TcpStream::connect((address, port)).is_ok();
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            let up = match how.netns {
+                Some(ns) => ns.inside(listening),
+                None => listening(),
+            };
+            if up {
                 return r;
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -75,8 +123,13 @@ impl TestRegistry {
         panic!("docker-registry did not listen on {port}:\n{}", r.log());
     }
 
+    /// The CA that signed a TLS registry's certificate (PEM).
+    pub fn ca(&self) -> std::path::PathBuf {
+        self.dir.path().join("ca.crt")
+    }
+
     pub fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("{}:{}", self.address, self.port)
     }
 
     /// The registry's filesystem storage.
@@ -117,6 +170,68 @@ impl TestRegistry {
             .trim()
             .to_string()
     }
+}
+
+#[derive(Default)]
+struct Launch<'a> {
+    credentials: Option<(&'a str, &'a str)>,
+    tls_address: Option<&'a str>,
+    netns: Option<&'a crate::test_netns::TestNetns>,
+    storage: Option<&'a std::path::Path>,
+}
+
+/// A CA and a server certificate for `address` (an IP), signed by it, with openssl.
+fn make_certificates(dir: &std::path::Path, address: &str) {
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509", "-days", "2", "-subj", "/CN=berth test CA"];
+    ca.extend_from_slice(&ec);
+    ca.extend_from_slice(&["-keyout", "ca.key", "-out", "ca.crt"]);
+    openssl(&ca);
+    let subject = format!("/CN={address}");
+    let mut csr = vec!["req", "-subj", subject.as_str()];
+    csr.extend_from_slice(&ec);
+    csr.extend_from_slice(&["-keyout", "server.key", "-out", "server.csr"]);
+    openssl(&csr);
+    std::fs::write(
+        dir.join("san.ext"),
+        format!("subjectAltName=IP:{address}\n"),
+    )
+    .expect("san.ext");
+    openssl(&[
+        "x509",
+        "-req",
+        "-days",
+        "2",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-extfile",
+        "san.ext",
+        "-out",
+        "server.crt",
+    ]);
 }
 
 impl Drop for TestRegistry {

@@ -112,6 +112,76 @@ fn pull_with_credentials() {
     );
 }
 
+#[test]
+fn login_is_checked_by_the_daemon_and_shared_by_both_clis() {
+    let registry = TestRegistry::start_with(Some(("berth", "s3cret")));
+    registry.push_busybox("private/box:1");
+    let d = TestDaemon::start();
+    let image = format!("{}/private/box:1", registry.host());
+    let config = d.docker_config().join("config.json");
+    let host = registry.host();
+
+    let r = d.berth_stdin(
+        &["login", "-u", "berth", "--password-stdin", &host],
+        b"wrong\n",
+    );
+    assert_ne!(r.code, 0, "{r:?}");
+    assert!(r.stderr.contains("incorrect username or password"), "{r:?}");
+    assert!(!config.exists(), "a failed login was stored");
+
+    // berth's login: checked by berthd (POST /auth), stored in Docker's config.json (0600),
+    // used by the docker CLI's pull.
+    let r = d.berth_stdin(
+        &["login", "-u", "berth", "--password-stdin", &host],
+        b"s3cret\n",
+    );
+    assert_eq!(
+        (r.code, r.stdout.as_str()),
+        (0, "Login Succeeded\n"),
+        "{r:?}"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&config).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let stored: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
+    assert_eq!(
+        stored["auths"][&host]["auth"],
+        base64_std("berth:s3cret").as_str()
+    );
+    let r = d.docker(&["pull", &image]);
+    assert_eq!(r.code, 0, "{r:?}");
+    d.docker_ok(&["rmi", &image]);
+
+    // Logged out: pulls are refused again.
+    let r = d.berth(&["logout", &host]);
+    assert_eq!(r.stdout, format!("Removing login credentials for {host}\n"));
+    let r = d.berth(&["pull", &image]);
+    assert_ne!(r.code, 0, "{r:?}");
+    assert!(r.stderr.contains("authentication required"), "{r:?}");
+
+    // The docker CLI's login goes through berthd's /auth too; berth's pull then uses it.
+    let r = d.docker_stdin(
+        &["login", "-u", "berth", "--password-stdin", &host],
+        b"s3cret\n",
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stdout.contains("Login Succeeded"), "{r:?}");
+    let r = d.berth(&["pull", &image]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(
+        d.docker_ok(&["run", "--rm", &image, "echo", "logged in"]),
+        "logged in\n"
+    );
+}
+
+fn base64_std(s: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
 fn base64_url(s: &str) -> String {
     use base64::Engine;
     base64::engine::general_purpose::URL_SAFE.encode(s)

@@ -245,14 +245,18 @@ pub async fn pull_image(
     let mut request = build(Method::POST, &path, empty_body(), None)?;
     request
         .headers_mut()
-        .insert("X-Registry-Auth", HeaderValue::from_static(EMPTY_AUTH));
+        .insert("X-Registry-Auth", registry_auth(image)?);
     let response = client.send(request).await?;
     render_progress(&mut response.into_body(), out, terminal).await?;
     Ok(())
 }
 
-/// Base64 of `{}`: no credentials (the daemon requires the header on push).
-const EMPTY_AUTH: &str = "e30=";
+/// The credentials stored for `image`'s registry, as the header the daemon reads (`{}`
+/// without: the daemon requires the header on push).
+fn registry_auth(image: &str) -> Result<HeaderValue> {
+    HeaderValue::from_str(&crate::credentials::header_for(image))
+        .map_err(|e| CliError::Message(format!("credentials for {image}: {e}")))
+}
 
 pub async fn pull(client: &mut Client, args: PullArgs) -> Result<i32> {
     let terminal = crate::tty::stdout_is_terminal();
@@ -261,9 +265,11 @@ pub async fn pull(client: &mut Client, args: PullArgs) -> Result<i32> {
             .param("fromImage", &args.image)
             .opt("platform", args.platform.as_deref())
             .build();
-        let response = client
-            .send(build(Method::POST, &path, empty_body(), None)?)
-            .await?;
+        let mut request = build(Method::POST, &path, empty_body(), None)?;
+        request
+            .headers_mut()
+            .insert("X-Registry-Auth", registry_auth(&args.image)?);
+        let response = client.send(request).await?;
         render_progress(&mut response.into_body(), std::io::stdout(), terminal).await?;
         return Ok(0);
     }
@@ -298,7 +304,7 @@ pub async fn push(client: &mut Client, args: PushArgs) -> Result<i32> {
     let mut request = build(Method::POST, &path, empty_body(), None)?;
     request
         .headers_mut()
-        .insert("X-Registry-Auth", HeaderValue::from_static(EMPTY_AUTH));
+        .insert("X-Registry-Auth", registry_auth(&args.image)?);
     let response = client.send(request).await?;
     let terminal = crate::tty::stdout_is_terminal();
     if args.quiet {

@@ -3,6 +3,7 @@
 pub mod container;
 pub mod exec;
 pub mod image;
+pub mod login;
 pub mod network;
 pub mod run;
 pub mod system;

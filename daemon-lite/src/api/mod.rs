@@ -124,6 +124,7 @@ async fn route(d: &Arc<Daemon>, req: Request<Incoming>) -> ApiResult<Response<Bo
         (&M::GET, ["info"]) => Ok(system::info(d)),
         (&M::GET, ["events"]) => system::events(d, &q),
         (&M::GET, ["system", "df"]) => Ok(system::df(d)),
+        (&M::POST, ["auth"]) => system::auth(d, req).await,
 
         (&M::GET, ["containers", "json"]) => containers::list(d, &q),
         (&M::POST, ["containers", "create"]) => containers::create(d, &q, req).await,

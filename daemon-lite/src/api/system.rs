@@ -1,4 +1,5 @@
-//! `_ping`, `version`, `info`, `events`, `system/df`, and the predefined networks.
+//! `_ping`, `version`, `info`, `events`, `system/df`, `auth` (login), and the predefined
+//! networks.
 
 use std::sync::Arc;
 
@@ -7,7 +8,7 @@ use hyper::{Method, Response};
 use serde_json::{Value, json};
 
 use super::body::{self, Body};
-use super::error::ApiResult;
+use super::error::{ApiError, ApiResult};
 use super::query::{Query, parse_time};
 use super::{API_VERSION, MIN_API_VERSION};
 use crate::containers::Status;
@@ -204,4 +205,38 @@ pub fn df(d: &Arc<Daemon>) -> Response<Body> {
         "Volumes": volumes,
         "BuildCache": [],
     }))
+}
+
+/// `POST /auth` (`docker login`): checks the credentials against the registry; berthd keeps
+/// nothing (the client stores them and sends them with each pull and push).
+pub async fn auth(
+    d: &Arc<Daemon>,
+    req: hyper::Request<hyper::body::Incoming>,
+) -> ApiResult<Response<Body>> {
+    use crate::registry::client::{Credentials, Registry, RegistryError};
+    let v = body::read_json(req.into_body(), 64 * 1024).await?;
+    let field = |k: &str| v[k].as_str().unwrap_or("").to_string();
+    let (username, password) = (field("username"), field("password"));
+    if username.is_empty() {
+        return Err(ApiError::bad_request("a username is required"));
+    }
+    let host = crate::registry::login_host(&field("serveraddress"));
+    let unauthorized = |m: String| ApiError::new(hyper::StatusCode::UNAUTHORIZED, m);
+    let registry = Registry::connect(
+        crate::registry::api_host(&host),
+        &d.config.registries,
+        Some(Credentials { username, password }),
+    )
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))?;
+    match registry.check_login().await {
+        Ok(()) => Ok(body::json(
+            hyper::StatusCode::OK,
+            &serde_json::json!({"Status": "Login Succeeded", "IdentityToken": ""}),
+        )),
+        Err(RegistryError::Unauthorized(m)) => Err(unauthorized(format!(
+            "login to {host}: {m} (incorrect username or password?)"
+        ))),
+        Err(e) => Err(ApiError::internal(format!("login to {host}: {e}"))),
+    }
 }

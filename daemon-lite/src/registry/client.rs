@@ -493,6 +493,14 @@ impl Registry {
         Ok(resp)
     }
 
+    /// Checks the credentials (`docker login`): `GET /v2/`, answering the registry's
+    /// challenge with them.
+    pub async fn check_login(&self) -> Result<(), RegistryError> {
+        let resp = self.get("/v2/", "").await?;
+        let _ = read_limited(resp, 64 * 1024).await;
+        Ok(())
+    }
+
     /// A `Location` the registry answered, as a path on this registry.
     pub fn local_path(&self, location: &str) -> Result<String, RegistryError> {
         if location.starts_with('/') {

@@ -22,6 +22,22 @@ pub fn api_host(host: &str) -> &str {
     }
 }
 
+/// The registry host a `docker login` server address names (`https://index.docker.io/v1/`
+/// → `docker.io`, `https://host:5000` → `host:5000`).
+pub fn login_host(server: &str) -> String {
+    let server = server.trim();
+    let bare = server
+        .split_once("://")
+        .map_or(server, |(_, rest)| rest)
+        .split('/')
+        .next()
+        .unwrap_or("");
+    match bare {
+        "" | "index.docker.io" | "registry-1.docker.io" | "docker.io" => "docker.io".into(),
+        other => other.to_string(),
+    }
+}
+
 /// One place to pull from.
 pub struct Endpoint {
     pub host: String,
@@ -78,6 +94,17 @@ mod tests {
             ("127.0.0.1:5000".into(), "a/b".into())
         );
         assert_eq!(l("localhost/x"), ("localhost".into(), "x".into()));
+    }
+
+    #[test]
+    fn login_server_addresses() {
+        assert_eq!(login_host("https://index.docker.io/v1/"), "docker.io");
+        assert_eq!(login_host(""), "docker.io");
+        assert_eq!(login_host("127.0.0.1:5000"), "127.0.0.1:5000");
+        assert_eq!(
+            login_host("https://reg.example:5000/v2/"),
+            "reg.example:5000"
+        );
     }
 
     #[test]
