@@ -255,6 +255,10 @@ pub struct CuttingProxy {
 struct ProxyState {
     /// (blob digest, bytes of the response let through, responses still to cut)
     cut: Option<(String, usize, usize)>,
+    /// (blob digest, bytes let through before the response stops until released)
+    stall: Option<(String, usize)>,
+    /// Bytes held by a stalled response so far (0 until one stalls).
+    stalled_at: usize,
     down: bool,
     /// "GET /v2/…" plus " Range: bytes=N-" when asked.
     requests: Vec<String>,
@@ -297,6 +301,22 @@ impl CuttingProxy {
     /// Cuts the next `times` responses for `digest` after `after` bytes.
     pub fn cut_blob(&self, digest: &str, after: usize, times: usize) {
         self.state.lock().unwrap().cut = Some((digest.to_string(), after, times));
+    }
+
+    /// Holds the next response for `digest` after `after` bytes until [`CuttingProxy::release`].
+    pub fn stall_blob(&self, digest: &str, after: usize) {
+        let mut s = self.state.lock().unwrap();
+        s.stall = Some((digest.to_string(), after));
+        s.stalled_at = 0;
+    }
+
+    /// Whether a stalled response has reached its stop.
+    pub fn stalled(&self) -> bool {
+        self.state.lock().unwrap().stalled_at > 0
+    }
+
+    pub fn release(&self) {
+        self.state.lock().unwrap().stall = None;
     }
 
     /// Every new connection is closed at once (`true`), or served again (`false`).
@@ -343,16 +363,21 @@ fn proxy_one(mut client: std::net::TcpStream, upstream: u16, state: &std::sync::
         .find(|l| l.to_ascii_lowercase().starts_with("range:"))
         .map(|l| format!(" Range: {}", l[6..].trim()))
         .unwrap_or_default();
-    let limit = {
+    let (limit, stall) = {
         let mut s = state.lock().unwrap();
         s.requests.push(format!("{line}{range}"));
-        match &mut s.cut {
+        let limit = match &mut s.cut {
             Some((digest, after, times)) if *times > 0 && line.contains(digest.as_str()) => {
                 *times -= 1;
                 Some(*after)
             }
             _ => None,
-        }
+        };
+        let stall = match &s.stall {
+            Some((digest, after)) if line.contains(digest.as_str()) => Some(*after),
+            _ => None,
+        };
+        (limit, stall)
     };
     let Ok(mut server) = std::net::TcpStream::connect(("127.0.0.1", upstream)) else {
         return;
@@ -375,6 +400,22 @@ fn proxy_one(mut client: std::net::TcpStream, upstream: u16, state: &std::sync::
             Ok(n) => n,
         };
         let n = limit.map_or(n, |l| n.min(l - sent));
+        if let Some(at) = stall.filter(|at| sent + n > *at) {
+            // Up to the stop, then hold the rest until released or the client goes away.
+            let first = at.saturating_sub(sent);
+            if client.write_all(&buf[..first]).is_err() {
+                break;
+            }
+            state.lock().unwrap().stalled_at = at.max(1);
+            while state.lock().unwrap().stall.is_some() {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if client.write_all(&buf[first..n]).is_err() {
+                break;
+            }
+            sent += n;
+            continue;
+        }
         if client.write_all(&buf[..n]).is_err() {
             break;
         }

@@ -376,6 +376,56 @@ fn a_cut_download_resumes_where_it_stopped() {
 }
 
 #[test]
+fn a_daemon_killed_mid_pull_shows_no_image_and_resumes_after_restart() {
+    let registry = TestRegistry::start();
+    registry.push_busybox("crash/box:1");
+    let layer = busybox_layer_digest();
+    let proxy = CuttingProxy::start(registry.port);
+    let mut d = TestDaemon::start();
+    let image = format!("{}/crash/box:1", proxy.host());
+    proxy.stall_blob(&layer, 500_000);
+    let mut pull = std::process::Command::new("docker")
+        .args(["pull", &image])
+        .env("DOCKER_HOST", d.host())
+        .env("DOCKER_CONFIG", d.docker_config())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("docker pull");
+    d.eventually("the layer download stalls half-way", || proxy.stalled());
+    // Let the bytes before the stop reach the ingest, then kill the daemon mid-download.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    d.kill9();
+    assert!(
+        !pull.wait().unwrap().success(),
+        "the pull outlived its daemon"
+    );
+    d.restart();
+    assert_eq!(
+        d.docker_ok(&["images", "-q"]),
+        "",
+        "a half-pulled image is visible after the crash"
+    );
+    proxy.release();
+    let before = proxy.requests().len();
+    let r = d.docker(&["pull", &image]);
+    assert_eq!(r.code, 0, "{r:?}\n{}", d.log());
+    let resumed: Vec<String> = proxy.requests()[before..]
+        .iter()
+        .filter(|l| l.starts_with("GET") && l.contains(&layer))
+        .cloned()
+        .collect();
+    assert!(
+        resumed.len() == 1 && resumed[0].contains("Range: bytes="),
+        "the pull after the restart did not resume the download: {resumed:?}"
+    );
+    assert_eq!(
+        d.docker_ok(&["run", "--rm", &image, "echo", "after the crash"]),
+        "after the crash\n"
+    );
+}
+
+#[test]
 fn a_corrupt_layer_is_refused_and_a_retry_after_repair_succeeds() {
     let registry = TestRegistry::start();
     registry.push_busybox("bad/box:1");

@@ -220,6 +220,8 @@ pub fn prune(d: &Arc<Daemon>, q: &Query) -> ApiResult<Response<Body>> {
         d.images.delete(&i.id)?;
         deleted.push(json!({"Deleted": i.id}));
     }
+    // Downloads a failed pull kept for its retry.
+    reclaimed += d.images.content.clear_ingests();
     Ok(body::ok_json(
         &json!({"ImagesDeleted": deleted, "SpaceReclaimed": reclaimed}),
     ))

@@ -124,8 +124,10 @@ impl ContentStore {
         })
     }
 
-    /// Drops every download left by an earlier attempt (prune).
-    pub fn clear_ingests(&self) {
+    /// Drops every download left by an earlier attempt and not going on (prune); the bytes
+    /// freed.
+    pub fn clear_ingests(&self) -> u64 {
+        let mut freed = 0;
         for entry in fs::read_dir(&self.ingest_dir)
             .into_iter()
             .flatten()
@@ -139,9 +141,13 @@ impl ContentStore {
                 .get(&format!("sha256:{name}"))
                 .is_some_and(|l| l.try_lock().is_err());
             if !busy {
-                let _ = fs::remove_file(entry.path());
+                let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
+                if fs::remove_file(entry.path()).is_ok() {
+                    freed += size;
+                }
             }
         }
+        freed
     }
 
     /// Removes blobs no one names any more.
