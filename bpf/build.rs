@@ -7,22 +7,24 @@ use std::process::Command;
 
 fn main() {
     let out = PathBuf::from(env::var("OUT_DIR").expect("OUT_DIR"));
-    let src = "programs/datapath.bpf.c";
-    println!("cargo:rerun-if-changed={src}");
     let clang = env::var("BERTH_CLANG").unwrap_or_else(|_| "clang".into());
     // The asm/ headers linux/ includes live under the multiarch directory.
     let multiarch = format!(
         "/usr/include/{}-linux-gnu",
         env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_else(|_| "x86_64".into())
     );
-    let status = Command::new(&clang)
-        .args(["-O2", "-g", "-Wall", "-Werror", "-target", "bpf", "-c", src])
-        .arg(format!("-I{multiarch}"))
-        .arg("-o")
-        .arg(out.join("datapath.o"))
-        .status()
-        .unwrap_or_else(|e| {
-            panic!("{clang}: {e}: the BPF programs need clang and libbpf-dev (apt-get install clang libbpf-dev)")
-        });
-    assert!(status.success(), "{clang} failed on {src}");
+    for name in ["datapath", "ports"] {
+        let src = format!("programs/{name}.bpf.c");
+        println!("cargo:rerun-if-changed={src}");
+        let status = Command::new(&clang)
+            .args(["-O2", "-g", "-Wall", "-Werror", "-target", "bpf", "-c", &src])
+            .arg(format!("-I{multiarch}"))
+            .arg("-o")
+            .arg(out.join(format!("{name}.o")))
+            .status()
+            .unwrap_or_else(|e| {
+                panic!("{clang}: {e}: the BPF programs need clang and libbpf-dev (apt-get install clang libbpf-dev)")
+            });
+        assert!(status.success(), "{clang} failed on {src}");
+    }
 }

@@ -43,6 +43,8 @@ macro_rules! ctx {
     };
 }
 
+pub mod ports;
+
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 struct EndpointValue {

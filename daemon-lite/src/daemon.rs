@@ -31,12 +31,16 @@ pub struct Config {
     pub registries: crate::registry::client::RegistryOptions,
     /// Network namespaces kept ready for the next starts (`--netns-pool`, 0 = none).
     pub netns_pool: usize,
+    /// Where the published-port programs and maps are pinned (a directory on a bpffs, which
+    /// is mounted on its parent if missing).
+    pub bpf_pin_dir: PathBuf,
 }
 
 impl Config {
     pub const DEFAULT_ROOT: &'static str = "/var/lib/berth";
     pub const DEFAULT_EXEC_ROOT: &'static str = "/run/berth";
     pub const DEFAULT_SOCKET: &'static str = "/run/berth/berth.sock";
+    pub const DEFAULT_BPF_PIN_DIR: &'static str = "/sys/fs/bpf/berth";
 
     pub fn runtime_root(&self) -> PathBuf {
         self.exec_root.join("runtime")
@@ -72,6 +76,7 @@ pub struct Daemon {
     pub events: Events,
     pub execs: crate::execs::Execs,
     pub networks: crate::networks::Networks,
+    pub ports: crate::ports::Ports,
     pub netns_pool: Arc<crate::netns::Pool>,
     pub runtime: Runtime,
     pub started: Instant,
@@ -126,6 +131,7 @@ impl Daemon {
                 &config.root.join("networks"),
                 &config.bridge_name,
             )?,
+            ports: crate::ports::Ports::open(&config.bpf_pin_dir),
             netns_pool: Arc::new(crate::netns::Pool::open(
                 &config.exec_root.join("netns"),
                 config.netns_pool,

@@ -23,6 +23,7 @@ pub mod names;
 pub mod netns;
 pub mod networks;
 pub mod platform;
+pub mod ports;
 pub mod records;
 pub mod registry;
 pub mod seccomp_profile;

@@ -91,6 +91,12 @@ impl TestDaemon {
         self.dir.path().join("docker-config")
     }
 
+    /// Where the daemon pins its published-port programs (a bpffs of its own, which berthd
+    /// mounts on the parent directory).
+    pub fn bpf_pin_dir(&self) -> PathBuf {
+        self.dir.path().join("bpf").join("ports")
+    }
+
     /// The daemon's certs.d (empty unless a test puts a registry's CA there).
     pub fn certs_dir(&self) -> PathBuf {
         self.dir.path().join("certs.d")
@@ -130,6 +136,8 @@ impl TestDaemon {
             .arg(&self.bridge)
             .arg("--registry-certs-dir")
             .arg(self.certs_dir())
+            .arg("--bpf-pin-dir")
+            .arg(self.bpf_pin_dir())
             .args(&self.flags)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
@@ -315,6 +323,10 @@ impl Drop for TestDaemon {
             // SAFETY: kill(2) on our own child's pid.
             unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
             let _ = c.wait();
+        }
+        // The published-port programs outlive the daemon (pinned): take them off.
+        if let Some(root) = berth_daemon::ports::cgroup2_root() {
+            let _ = berth_bpf::ports::remove_pinned(&self.bpf_pin_dir(), root);
         }
         crate::harness::unmount_under(self.dir.path());
         // The default network's bridge outlives the daemon (as docker0 does): remove it.

@@ -102,6 +102,51 @@ fn network_settings(r: &Record) -> Value {
     Value::Object(out)
 }
 
+/// `NetworkSettings.Ports` (what `docker port` prints): each exposed or published port, with
+/// the host ports it got while the container runs (`null` for one not published).
+fn port_map(r: &Record) -> Value {
+    let mut map = serde_json::Map::new();
+    let exposed = r.config["ExposedPorts"].as_object().into_iter().flatten();
+    let bound = r.host_config["PortBindings"]
+        .as_object()
+        .into_iter()
+        .flatten();
+    for (key, _) in exposed.chain(bound) {
+        let key = if key.contains('/') {
+            key.clone()
+        } else {
+            format!("{key}/tcp")
+        };
+        map.entry(key).or_insert(Value::Null);
+    }
+    for p in &r.published {
+        let binding = json!({
+            "HostIp": p.host_ip.map_or("0.0.0.0".to_string(), |ip| ip.to_string()),
+            "HostPort": p.host_port.to_string(),
+        });
+        match map.entry(p.key()).or_insert(Value::Null) {
+            Value::Array(list) => list.push(binding),
+            slot => *slot = json!([binding]),
+        }
+    }
+    Value::Object(map)
+}
+
+/// The `Ports` of a `/containers/json` row.
+fn port_summary(r: &Record) -> Value {
+    r.published
+        .iter()
+        .map(|p| {
+            json!({
+                "IP": p.host_ip.map_or("0.0.0.0".to_string(), |ip| ip.to_string()),
+                "PrivatePort": p.container_port,
+                "PublicPort": p.host_port,
+                "Type": if p.udp { "udp" } else { "tcp" },
+            })
+        })
+        .collect()
+}
+
 /// One row of `/containers/json`.
 pub fn summary(d: &Daemon, r: &Record, size: bool) -> Value {
     let args = command_line(r, d);
@@ -113,7 +158,7 @@ pub fn summary(d: &Daemon, r: &Record, size: bool) -> Value {
         "ImageID": r.image_id,
         "Command": args.join(" "),
         "Created": unix_seconds(&r.created),
-        "Ports": [],
+        "Ports": port_summary(r),
         "Labels": r.config.get("Labels").filter(|l| l.is_object()).cloned().unwrap_or(json!({})),
         "State": r.state.status.as_str(),
         "Status": human_status(r),
@@ -265,7 +310,7 @@ pub fn inspect(d: &Arc<Daemon>, id: &str) -> ApiResult<Response<Body>> {
         "Config": config,
         "NetworkSettings": {
             "Bridge": "", "SandboxID": "", "SandboxKey": if s.status == Status::Running { bundle.join("netns").display().to_string() } else { String::new() },
-            "Ports": {},
+            "Ports": port_map(&r),
             "IPAddress": bridge["IPAddress"].clone(),
             "IPPrefixLen": bridge["IPPrefixLen"].clone(),
             "Gateway": bridge["Gateway"].clone(),

@@ -42,6 +42,9 @@ struct Args {
     /// Network namespaces kept ready for the next container starts (0: made at each start).
     #[arg(long = "netns-pool", default_value_t = 4)]
     netns_pool: usize,
+    /// Where the published-port BPF programs are pinned (on a bpffs; survives berthd).
+    #[arg(long = "bpf-pin-dir", default_value = Config::DEFAULT_BPF_PIN_DIR)]
+    bpf_pin_dir: PathBuf,
     /// The Linux bridge of the default network (made on first use).
     #[arg(short = 'b', long = "bridge", default_value = "berth0")]
     bridge: String,
@@ -117,6 +120,7 @@ fn run(args: Args) -> Result<(), String> {
         storage_driver,
         monitor,
         bridge_name: args.bridge,
+        bpf_pin_dir: args.bpf_pin_dir,
         registries: RegistryOptions {
             insecure: args.insecure_registries,
             certs_dir: args.registry_certs_dir,

@@ -199,17 +199,13 @@ pub async fn create(d: &Arc<Daemon>, name: Option<&str>, mut body: Value) -> Api
         }
     }
     let networks = attachments(d, &host_config, &networking)?;
-    if host_config
-        .get("PortBindings")
-        .and_then(Value::as_object)
-        .is_some_and(|p| {
-            p.values()
-                .any(|b| b.as_array().is_some_and(|a| !a.is_empty()))
-        })
-    {
-        return Err(ApiError::bad_request(
-            "publishing ports (-p) is not supported by berthd yet; reach the container at its address on its network",
-        ));
+    let ports = crate::ports::requests(&config, &host_config).map_err(ApiError::bad_request)?;
+    if !ports.is_empty() {
+        if let Some(why) = &d.ports.unavailable {
+            return Err(ApiError::bad_request(format!(
+                "cannot publish ports: {why}"
+            )));
+        }
     }
     spec::validate(image.runtime_config(), &config, &host_config)?;
     let rotation = log_settings(&host_config)?;
@@ -249,6 +245,7 @@ pub async fn create(d: &Arc<Daemon>, name: Option<&str>, mut body: Value) -> Api
         mount_points: Vec::new(),
         manually_stopped: false,
         networks,
+        published: Vec::new(),
     };
     let snapshotter = d.images.snapshotter.clone();
     let key = snapshot.clone();
@@ -290,6 +287,7 @@ struct Spawned {
     mount_points: Vec<Value>,
     /// The container's networks with their endpoints (joined at this start).
     networks: BTreeMap<String, Attachment>,
+    published: Vec<crate::ports::Published>,
 }
 
 /// `start`. Returns false when the container was already running (Docker's 304).
@@ -339,6 +337,7 @@ async fn start_locked(d: &Arc<Daemon>, h: &Arc<Handle>) -> ApiResult<bool> {
                 r.state.monitor = Some(spawned.monitor);
                 r.mount_points = spawned.mount_points;
                 r.networks = spawned.networks;
+                r.published = spawned.published;
                 r.manually_stopped = false;
             })?;
             h.notify(|l| l.running = true);
@@ -439,6 +438,9 @@ fn spawn_in(
         d.netns_pool.refill();
     }
     let networks = join_networks(d, record, &netns_path, host_network)?;
+    let published = publish_ports(d, record, &networks, host_network).inspect_err(|_| {
+        leave_networks(d, &networks);
+    })?;
     phases.mark("netns");
     let etc_hostname = if host_network {
         crate::platform::hostname()
@@ -538,7 +540,50 @@ fn spawn_in(
         report,
         mount_points,
         networks,
+        published,
     })
+}
+
+/// The IPv4 address of the container on the network of its `NetworkMode` (its first), where
+/// its published ports go.
+fn primary_ipv4(
+    host_config: &Value,
+    networks: &BTreeMap<String, Attachment>,
+) -> Option<std::net::Ipv4Addr> {
+    let mode = host_config.opt_str("NetworkMode").unwrap_or("default");
+    let primary = if mode == "default" { "bridge" } else { mode };
+    networks
+        .get(primary)
+        .or_else(|| networks.values().next())
+        .and_then(|a| a.endpoint.as_ref())?
+        .addresses
+        .iter()
+        .find_map(|(ip, _)| match ip {
+            std::net::IpAddr::V4(v4) => Some(*v4),
+            _ => None,
+        })
+}
+
+/// Publishes the container's `-p` ports on the address of its first network (none with the
+/// host's network, where the container's ports are the host's, as Docker does).
+fn publish_ports(
+    d: &Daemon,
+    record: &Record,
+    networks: &BTreeMap<String, Attachment>,
+    host_network: bool,
+) -> ApiResult<Vec<crate::ports::Published>> {
+    let requests = crate::ports::requests(&record.config, &record.host_config)
+        .map_err(ApiError::bad_request)?;
+    if requests.is_empty() || host_network {
+        return Ok(Vec::new());
+    }
+    let Some(ip) = primary_ipv4(&record.host_config, networks) else {
+        // `--network none`: nothing to send the ports to.
+        return Ok(Vec::new());
+    };
+    d.ports
+        .publish(&record.id, ip, &requests)
+        .map_err(|e| ApiError::internal(format!("container {}: {e}", record.id)))
 }
 
 /// Joins the container's networks in order (the one of its `NetworkMode` first: it gives the
@@ -724,12 +769,23 @@ pub(crate) fn reap(pid: i32) {
 /// Unmounts the rootfs, drops the network namespace and the monitor socket of a container
 /// that is not running.
 fn release_resources(d: &Daemon, id: &str, networks: &BTreeMap<String, Attachment>) {
+    d.ports.release(id);
     leave_networks(d, networks);
     let bundle = d.config.bundle_dir(id);
     let rootfs = bundle.join("rootfs");
     while berth_storage::mount::unmount(&rootfs).is_ok() {}
     netns::remove(&bundle.join("netns"));
     let _ = std::fs::remove_file(d.config.monitor_socket(id));
+}
+
+/// Takes a running container's host ports again after a daemon restart.
+fn restore_ports(d: &Daemon, record: &Record) {
+    if record.published.is_empty() {
+        return;
+    }
+    if let Some(ip) = primary_ipv4(&record.host_config, &record.networks) {
+        d.ports.restore(&record.id, ip, &record.published);
+    }
 }
 
 /// Watches the monitor in a task of its own. (Boxed: watching leads to restarts, which lead
@@ -798,6 +854,7 @@ async fn finish(d: Arc<Daemon>, h: Arc<Handle>, exit: Exit) {
         for a in r.networks.values_mut() {
             a.endpoint = None;
         }
+        r.published.clear();
         r.state.status = Status::Exited;
         r.state.pid = 0;
         r.state.exit_code = exit.exit_code;
@@ -1090,7 +1147,10 @@ pub fn reconcile(d: &Arc<Daemon>) {
                     .monitor
                     .filter(|m| process_start_time(m.pid).is_some_and(|t| t == m.start_time));
                 match alive {
-                    Some(m) => spawn_watch(d.clone(), h.clone(), m),
+                    Some(m) => {
+                        restore_ports(d, &record);
+                        spawn_watch(d.clone(), h.clone(), m)
+                    }
                     None => {
                         let bundle = d.config.bundle_dir(&h.id);
                         let exit = Exit::read(&bundle).unwrap_or_else(|| {

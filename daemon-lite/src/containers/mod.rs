@@ -109,6 +109,9 @@ pub struct Record {
     /// The networks the container is on, by name, with their endpoints while it runs.
     #[serde(default)]
     pub networks: std::collections::BTreeMap<String, crate::networks::Attachment>,
+    /// Ports published while it runs (`-p`), with the host ports they got.
+    #[serde(default)]
+    pub published: Vec<crate::ports::Published>,
 }
 
 /// What `wait` watches.

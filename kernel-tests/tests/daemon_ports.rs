@@ -1,0 +1,142 @@
+//! `docker run -p`: a published port answers on the host's 127.0.0.1 (no proxy process), the
+//! host port is reserved while the container runs, `docker port` and `docker ps` show it, a
+//! second container cannot take it, and it keeps answering while berthd is killed and
+//! restarted.
+
+use std::io::Read;
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::time::Duration;
+
+use berth_kernel_tests::test_daemon::TestDaemon;
+
+/// What the container's server says to one connection.
+fn ask(port: u16) -> std::io::Result<String> {
+    let mut c = TcpStream::connect((Ipv4Addr::LOCALHOST, port))?;
+    c.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut s = String::new();
+    c.read_to_string(&mut s)?;
+    Ok(s.trim().to_string())
+}
+
+fn host_port(d: &TestDaemon, container: &str, private: &str) -> Vec<(String, u16)> {
+    // `docker port` fails when the port is not published (the container stopped).
+    d.docker(&["port", container, private])
+        .stdout
+        .lines()
+        .filter_map(|l| {
+            let (ip, port) = l.trim().rsplit_once(':')?;
+            Some((ip.to_string(), port.parse().ok()?))
+        })
+        .collect()
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn a_published_port_answers_on_the_host() {
+    let mut d = TestDaemon::start();
+    d.load_busybox();
+    let fixed = free_port();
+    let id = d.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "-p",
+        "127.0.0.1::80",
+        "-p",
+        &format!("{fixed}:80"),
+        "busybox",
+        "nc",
+        "-ll",
+        "-p",
+        "80",
+        "-e",
+        "hostname",
+    ]);
+    let short = &id.trim()[..12];
+    let ports = host_port(&d, "web", "80/tcp");
+    assert_eq!(ports.len(), 2, "{ports:?}");
+    let random = ports
+        .iter()
+        .find(|(ip, _)| ip == "127.0.0.1")
+        .map(|(_, p)| *p)
+        .unwrap_or_else(|| panic!("{ports:?}"));
+    assert!(ports.contains(&("0.0.0.0".to_string(), fixed)), "{ports:?}");
+    d.eventually("the server answers on the random port", || {
+        ask(random).is_ok_and(|s| s == short)
+    });
+    assert_eq!(ask(fixed).unwrap(), short);
+    let ps = d.docker_ok(&["ps", "--format", "{{.Ports}}"]);
+    assert!(
+        ps.contains(&format!("127.0.0.1:{random}->80/tcp"))
+            && ps.contains(&format!("0.0.0.0:{fixed}->80/tcp")),
+        "{ps}"
+    );
+
+    // The host port is taken while the container runs: by nobody else, not even another
+    // container.
+    assert!(
+        TcpListener::bind(("0.0.0.0", fixed)).is_err(),
+        "port not reserved"
+    );
+    let r = d.docker(&[
+        "run",
+        "-d",
+        "-p",
+        &format!("{fixed}:80"),
+        "busybox",
+        "sleep",
+        "5",
+    ]);
+    assert_ne!(r.code, 0, "{r:?}");
+    assert!(r.stderr.contains("port is already allocated"), "{r:?}");
+
+    // berthd killed: the port keeps answering (the programs are pinned), and after the
+    // restart the reservation is taken again.
+    d.kill9();
+    assert_eq!(ask(fixed).unwrap(), short, "the port died with berthd");
+    d.restart();
+    assert_eq!(ask(fixed).unwrap(), short);
+    assert!(
+        TcpListener::bind(("0.0.0.0", fixed)).is_err(),
+        "port not reserved after restart"
+    );
+
+    // Stopped: the port is free again, and nothing answers.
+    d.docker_ok(&["stop", "-t", "1", "web"]);
+    assert!(ask(fixed).is_err(), "still answering after stop");
+    let listener = TcpListener::bind(("0.0.0.0", fixed)).expect("the port was released");
+    drop(listener);
+    assert!(host_port(&d, "web", "80/tcp").is_empty());
+
+    // Started again: published again.
+    d.docker_ok(&["start", "web"]);
+    d.eventually("the server answers again", || {
+        ask(fixed).is_ok_and(|s| s == short)
+    });
+    d.docker_ok(&["rm", "-f", "web"]);
+    let mut maps = berth_bpf::ports::PublishedPorts::open(
+        &d.bpf_pin_dir(),
+        berth_daemon::ports::cgroup2_root().unwrap(),
+    )
+    .unwrap();
+    assert_eq!(maps.count().unwrap(), 0, "map entries left after rm");
+}
+
+#[test]
+fn bad_port_specs_are_refused_at_create() {
+    let d = TestDaemon::start();
+    d.load_busybox();
+    for spec in ["80/sctp", "70000:80", "[::1]:8080:80"] {
+        let r = d.docker(&["create", "-p", spec, "busybox"]);
+        assert_ne!(r.code, 0, "{spec}: {r:?}");
+    }
+    assert_eq!(d.docker_ok(&["ps", "-aq"]), "");
+}
