@@ -23,8 +23,9 @@ fi
 # datapath's C programs); iproute2's ip is copied into the VM for the VLAN test;
 # docker-registry and apache2-utils (htpasswd): the local registry berthd pulls from in
 # kernel-tests/tests/daemon_pull.rs (each test runs its own on 127.0.0.1, a random port);
-# debootstrap: the multi-layer Debian image of kernel-tests/tests/daemon_registry_debian.rs.
-packages=(libseccomp-dev libdevmapper-dev libclang-dev pkg-config e2fsprogs clang libbpf-dev umoci procps util-linux iproute2 uidmap passwd btrfs-progs zstd qemu-system-x86 tar gzip dpkg containerd podman docker.io skopeo docker-registry apache2-utils debootstrap)
+# debootstrap: the multi-layer Debian image of kernel-tests/tests/daemon_registry_debian.rs;
+# nftables (nft): berthd's outbound NAT and published ports from outside (its own table).
+packages=(libseccomp-dev libdevmapper-dev libclang-dev pkg-config e2fsprogs clang libbpf-dev umoci procps util-linux iproute2 uidmap passwd btrfs-progs zstd qemu-system-x86 tar gzip dpkg containerd podman docker.io skopeo docker-registry apache2-utils debootstrap nftables)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -31,6 +31,8 @@ pub struct Config {
     pub registries: crate::registry::client::RegistryOptions,
     /// Network namespaces kept ready for the next starts (`--netns-pool`, 0 = none).
     pub netns_pool: usize,
+    /// berth's nftables table (outbound NAT, published ports from outside).
+    pub nft_table: String,
     /// Where the published-port programs and maps are pinned (a directory on a bpffs, which
     /// is mounted on its parent if missing).
     pub bpf_pin_dir: PathBuf,
@@ -41,6 +43,7 @@ impl Config {
     pub const DEFAULT_EXEC_ROOT: &'static str = "/run/berth";
     pub const DEFAULT_SOCKET: &'static str = "/run/berth/berth.sock";
     pub const DEFAULT_BPF_PIN_DIR: &'static str = "/sys/fs/bpf/berth";
+    pub const DEFAULT_NFT_TABLE: &'static str = "berth";
 
     pub fn runtime_root(&self) -> PathBuf {
         self.exec_root.join("runtime")
@@ -121,6 +124,18 @@ impl Daemon {
                 id
             }
         };
+        let nat = match berth_network::nat::Nat::new(&config.nft_table).and_then(|n| {
+            n.install()?;
+            Ok(n)
+        }) {
+            Ok(n) => Some(Arc::new(n)),
+            Err(e) => {
+                tracing::warn!(
+                    "no outbound NAT and no published ports from outside this host: {e}"
+                );
+                None
+            }
+        };
         Ok(Arc::new(Daemon {
             images: ImageStore::open(&config.root.join("images"), snapshotter)?,
             volumes: Volumes::open(&config.root.join("volumes"))?,
@@ -130,8 +145,9 @@ impl Daemon {
             networks: crate::networks::Networks::open(
                 &config.root.join("networks"),
                 &config.bridge_name,
+                nat.clone(),
             )?,
-            ports: crate::ports::Ports::open(&config.bpf_pin_dir),
+            ports: crate::ports::Ports::open(&config.bpf_pin_dir, nat),
             netns_pool: Arc::new(crate::netns::Pool::open(
                 &config.exec_root.join("netns"),
                 config.netns_pool,

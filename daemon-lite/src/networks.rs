@@ -20,6 +20,7 @@ use serde_json::Value;
 use crate::api::error::{ApiError, ApiResult};
 use crate::api::fields::Fields;
 use crate::records;
+use berth_network::nat::Nat;
 
 /// One network.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -70,6 +71,8 @@ pub struct Networks {
     bridge_name: String,
     /// Why the BPF datapath is off, if it is.
     pub datapath_warning: Option<String>,
+    /// Outbound NAT (bridge networks' subnets masqueraded), when nftables works here.
+    nat: Option<Arc<Nat>>,
 }
 
 fn now() -> String {
@@ -77,7 +80,7 @@ fn now() -> String {
 }
 
 impl Networks {
-    pub fn open(dir: &Path, bridge_name: &str) -> std::io::Result<Networks> {
+    pub fn open(dir: &Path, bridge_name: &str, nat: Option<Arc<Nat>>) -> std::io::Result<Networks> {
         fs::create_dir_all(dir.join("ipam")).map_err(|e| records::at(e, "mkdir", dir))?;
         let ipam = Arc::new(
             Ipam::open(&dir.join("ipam")).map_err(|e| std::io::Error::other(e.to_string()))?,
@@ -119,7 +122,12 @@ impl Networks {
             macvlan: Macvlan::new(ipam),
             bridge_name: bridge_name.to_string(),
             datapath_warning,
+            nat,
         };
+        // The table's elements outlive berthd; put back any a lost table misses.
+        for r in networks.list() {
+            networks.masquerade(&r, true);
+        }
         for (name, driver) in [("none", "null"), ("host", "host"), ("bridge", "bridge")] {
             if networks.find(name).is_none() {
                 let mut options = BTreeMap::new();
@@ -284,7 +292,31 @@ impl Networks {
             }
             return Err(e.into());
         }
+        self.masquerade(&record, true);
         Ok(record)
+    }
+
+    /// Masquerades (or stops masquerading) what a bridge network's IPv4 subnets send out;
+    /// internal networks have no way out.
+    fn masquerade(&self, r: &NetworkRecord, on: bool) {
+        let (Some(nat), Some(made)) = (&self.nat, &r.made) else {
+            return;
+        };
+        if r.driver != "bridge" || r.internal {
+            return;
+        }
+        for s in &made.subnets {
+            if let ipnet::IpNet::V4(v4) = s.subnet {
+                let done = if on {
+                    nat.add_subnet(v4)
+                } else {
+                    nat.remove_subnet(v4)
+                };
+                if let Err(e) = done {
+                    tracing::warn!("network {}: outbound NAT for {v4}: {e}", r.name);
+                }
+            }
+        }
     }
 
     /// Removes a user-defined network (the caller checked no container is on it).
@@ -295,6 +327,7 @@ impl Networks {
                 format!("{} is a pre-defined network and cannot be removed", r.name),
             ));
         }
+        self.masquerade(r, false);
         if let (Some(d), Some(m)) = (self.driver(&r.driver), &r.made) {
             d.delete(m)
                 .map_err(|e| ApiError::internal(format!("remove network {}: {e}", r.name)))?;
@@ -336,6 +369,7 @@ impl Networks {
         let mut updated = r.clone();
         updated.made = Some(made.clone());
         self.save(updated.clone())?;
+        self.masquerade(&updated, true);
         Ok((updated, made))
     }
 

@@ -3,6 +3,8 @@
 //! (no proxy process, no NAT rule, `127.0.0.1:PORT` included); each host port is reserved with
 //! a bound, never-listening socket, so no other program takes it meanwhile and two
 //! containers cannot publish the same one ("port is already allocated", as Docker says).
+//! Traffic arriving from outside is forwarded by berth's nftables table (one map element per
+//! port, see berth-network's `nat`).
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -10,7 +12,10 @@ use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::sync::Mutex;
 
+use std::sync::Arc;
+
 use berth_bpf::ports::{Binding, Protocol, PublishedPorts};
+use berth_network::nat::{Nat, PortForward};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -155,6 +160,8 @@ type Reservation = (Ipv4Addr, Vec<(Published, OwnedFd)>);
 
 pub struct Ports {
     bpf: Option<Mutex<PublishedPorts>>,
+    /// Published ports for traffic from outside (prerouting DNAT).
+    nat: Option<Arc<Nat>>,
     /// Why ports cannot be published here, if they cannot.
     pub unavailable: Option<String>,
     /// Container id → its address and its reservations.
@@ -177,7 +184,7 @@ fn is_cgroup2(p: &Path) -> bool {
 impl Ports {
     /// The programs from `pin_dir` (a bpffs, mounted there if needed), attached unless they
     /// are already; without them ports cannot be published, which is said when one is asked.
-    pub fn open(pin_dir: &Path) -> Ports {
+    pub fn open(pin_dir: &Path, nat: Option<Arc<Nat>>) -> Ports {
         let opened = (|| {
             let root = cgroup2_root()
                 .ok_or("published ports need a cgroup v2 hierarchy (pure v2, or the hybrid layout's unified mount)")?;
@@ -190,6 +197,7 @@ impl Ports {
         match opened {
             Ok(p) => Ports {
                 bpf: Some(Mutex::new(p)),
+                nat,
                 unavailable: None,
                 reserved: Default::default(),
             },
@@ -197,6 +205,7 @@ impl Ports {
                 tracing::warn!("published ports are off: {e}");
                 Ports {
                     bpf: None,
+                    nat,
                     unavailable: Some(e),
                     reserved: Default::default(),
                 }
@@ -279,7 +288,12 @@ impl Ports {
             }
         }
         drop(maps);
-        let list = held.iter().map(|(p, _)| p.clone()).collect();
+        let list: Vec<Published> = held.iter().map(|(p, _)| p.clone()).collect();
+        if let Some(nat) = &self.nat {
+            if let Err(e) = nat.publish(&forwards(&list, container_ip)) {
+                tracing::warn!("container {id}: ports from outside this host: {e}");
+            }
+        }
         self.reserved
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -301,6 +315,11 @@ impl Ports {
         for (p, _socket) in &held {
             let _ = maps.unpublish(&Self::bindings(p, ip));
         }
+        drop(maps);
+        if let Some(nat) = &self.nat {
+            let list: Vec<Published> = held.iter().map(|(p, _)| p.clone()).collect();
+            let _ = nat.unpublish(&forwards(&list, ip));
+        }
     }
 
     /// A restarted berthd takes the reservations of running containers again (the map
@@ -321,6 +340,22 @@ impl Ports {
             .unwrap_or_else(|p| p.into_inner())
             .insert(id.to_string(), (container_ip, held));
     }
+}
+
+/// The nftables forwards of `published` (loopback-only bindings have none: nothing from
+/// outside reaches 127.0.0.1).
+fn forwards(published: &[Published], container_ip: Ipv4Addr) -> Vec<PortForward> {
+    published
+        .iter()
+        .filter(|p| !p.host_ip.is_some_and(|ip| ip.is_loopback()))
+        .map(|p| PortForward {
+            udp: p.udp,
+            host_ip: p.host_ip,
+            host_port: p.host_port,
+            container_ip,
+            container_port: p.container_port,
+        })
+        .collect()
 }
 
 /// The host's IPv4 addresses outside 127.0.0.0/8 (published ports answer on them too).

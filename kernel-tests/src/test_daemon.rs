@@ -138,6 +138,8 @@ impl TestDaemon {
             .arg(self.certs_dir())
             .arg("--bpf-pin-dir")
             .arg(self.bpf_pin_dir())
+            .arg("--nft-table")
+            .arg(&self.bridge)
             .args(&self.flags)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
@@ -329,7 +331,12 @@ impl Drop for TestDaemon {
             let _ = berth_bpf::ports::remove_pinned(&self.bpf_pin_dir(), root);
         }
         crate::harness::unmount_under(self.dir.path());
-        // The default network's bridge outlives the daemon (as docker0 does): remove it.
+        // So do its nftables table (named as its bridge) and the default network's bridge
+        // (as docker0 does): remove them.
+        let _ = Command::new("nft")
+            .args(["delete", "table", "ip", &self.bridge])
+            .stderr(Stdio::null())
+            .status();
         let _ = Command::new("ip")
             .args(["link", "delete", &self.bridge])
             .stderr(Stdio::null())

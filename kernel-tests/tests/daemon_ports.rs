@@ -4,10 +4,11 @@
 //! restarted.
 
 use std::io::Read;
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, TcpListener, TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 use berth_kernel_tests::test_daemon::TestDaemon;
+use berth_kernel_tests::test_netns::TestNetns;
 
 /// What the container's server says to one connection.
 fn ask(port: u16) -> std::io::Result<String> {
@@ -139,4 +140,123 @@ fn bad_port_specs_are_refused_at_create() {
         assert_ne!(r.code, 0, "{spec}: {r:?}");
     }
     assert_eq!(d.docker_ok(&["ps", "-aq"]), "");
+}
+
+/// A veth from the host to a test namespace that plays the outside world (198.18.7.2; the
+/// host end 198.18.7.1), removed with the namespace.
+struct Outside {
+    ns: TestNetns,
+    host_end: String,
+}
+
+impl Outside {
+    fn new() -> Outside {
+        let ns = TestNetns::create();
+        let host_end = berth_kernel_tests::harness::unique("bo").replace('-', "");
+        let ip = |args: &[&str]| {
+            let out = std::process::Command::new("ip")
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "ip {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let o = Outside { ns, host_end };
+        ip(&[
+            "link",
+            "add",
+            &o.host_end,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            &o.ns.name,
+        ]);
+        ip(&["addr", "add", "198.18.7.1/30", "dev", &o.host_end]);
+        ip(&["link", "set", &o.host_end, "up"]);
+        o.ns.ip(&["addr", "add", "198.18.7.2/30", "dev", "eth0"]);
+        o.ns.ip(&["link", "set", "eth0", "up"]);
+        o.ns.ip(&["link", "set", "lo", "up"]);
+        o
+    }
+}
+
+impl Drop for Outside {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["link", "delete", &self.host_end])
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+#[test]
+fn outside_clients_reach_published_ports_and_containers_reach_out_masqueraded() {
+    let d = TestDaemon::start();
+    d.load_busybox();
+    let outside = Outside::new();
+    let fixed = free_port();
+    let id = d.docker_ok(&[
+        "run",
+        "-d",
+        "-p",
+        &format!("{fixed}:80"),
+        "busybox",
+        "nc",
+        "-ll",
+        "-p",
+        "80",
+        "-e",
+        "hostname",
+    ]);
+    let short = id.trim()[..12].to_string();
+    // From outside: to the host's address on that link, forwarded by berth's nftables table.
+    d.eventually("the port answers from outside", || {
+        outside.ns.inside(|| {
+            TcpStream::connect_timeout(
+                &("198.18.7.1", fixed)
+                    .to_socket_addrs()
+                    .unwrap()
+                    .next()
+                    .unwrap(),
+                Duration::from_secs(2),
+            )
+            .and_then(|mut c| {
+                c.set_read_timeout(Some(Duration::from_secs(5)))?;
+                let mut s = String::new();
+                c.read_to_string(&mut s)?;
+                Ok(s.trim() == short)
+            })
+            .unwrap_or(false)
+        })
+    });
+
+    // Out: a container connects to a server outside; the server sees the host's address.
+    let (listener, port) = outside.ns.inside(|| {
+        let l = TcpListener::bind("198.18.7.2:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        (l, port)
+    });
+    let server = std::thread::spawn(move || {
+        let (mut c, peer) = listener.accept().unwrap();
+        let mut s = String::new();
+        c.read_to_string(&mut s).unwrap();
+        (peer.ip().to_string(), s)
+    });
+    let r = d.docker(&[
+        "run",
+        "--rm",
+        "busybox",
+        "sh",
+        "-c",
+        &format!("echo out | nc 198.18.7.2 {port}"),
+    ]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let (peer, said) = server.join().unwrap();
+    assert_eq!((peer.as_str(), said.as_str()), ("198.18.7.1", "out\n"));
 }

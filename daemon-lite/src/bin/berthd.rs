@@ -42,6 +42,9 @@ struct Args {
     /// Network namespaces kept ready for the next container starts (0: made at each start).
     #[arg(long = "netns-pool", default_value_t = 4)]
     netns_pool: usize,
+    /// berth's nftables table (outbound NAT, published ports from outside).
+    #[arg(long = "nft-table", default_value = Config::DEFAULT_NFT_TABLE)]
+    nft_table: String,
     /// Where the published-port BPF programs are pinned (on a bpffs; survives berthd).
     #[arg(long = "bpf-pin-dir", default_value = Config::DEFAULT_BPF_PIN_DIR)]
     bpf_pin_dir: PathBuf,
@@ -121,6 +124,7 @@ fn run(args: Args) -> Result<(), String> {
         monitor,
         bridge_name: args.bridge,
         bpf_pin_dir: args.bpf_pin_dir,
+        nft_table: args.nft_table,
         registries: RegistryOptions {
             insecure: args.insecure_registries,
             certs_dir: args.registry_certs_dir,
