@@ -33,6 +33,8 @@ pub struct Config {
     pub netns_pool: usize,
     /// berth's nftables table (outbound NAT, published ports from outside).
     pub nft_table: String,
+    /// Where the networks' resolver sends names that are not containers.
+    pub dns_upstream: crate::dns::Upstream,
     /// Where the published-port programs and maps are pinned (a directory on a bpffs, which
     /// is mounted on its parent if missing).
     pub bpf_pin_dir: PathBuf,
@@ -80,6 +82,7 @@ pub struct Daemon {
     pub execs: crate::execs::Execs,
     pub networks: crate::networks::Networks,
     pub ports: crate::ports::Ports,
+    pub dns: crate::dns::Resolver,
     pub netns_pool: Arc<crate::netns::Pool>,
     pub runtime: Runtime,
     pub started: Instant,
@@ -148,6 +151,7 @@ impl Daemon {
                 nat.clone(),
             )?,
             ports: crate::ports::Ports::open(&config.bpf_pin_dir, nat),
+            dns: crate::dns::Resolver::new(config.dns_upstream.clone()),
             netns_pool: Arc::new(crate::netns::Pool::open(
                 &config.exec_root.join("netns"),
                 config.netns_pool,

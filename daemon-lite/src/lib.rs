@@ -14,6 +14,7 @@
 pub mod api;
 pub mod containers;
 pub mod daemon;
+pub mod dns;
 pub mod events;
 pub mod execs;
 pub mod images;

@@ -1,7 +1,8 @@
 //! A berthd on a temporary root, exec root and socket, for end-to-end tests that drive it with
 //! the real Docker CLI and with berth's own. Dropping it removes every container it made,
 //! stops it, and unmounts and deletes what it left. It may reach loopback registries only
-//! (`--block-registry '*'`): a test that names an image berthd lacks never goes to Docker Hub.
+//! (`--block-registry '*'`): a test that names an image berthd lacks never goes to Docker Hub,
+//! and its networks' resolver answers container names only (`--dns-upstream none`).
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -140,6 +141,7 @@ impl TestDaemon {
             .arg(self.bpf_pin_dir())
             .arg("--nft-table")
             .arg(&self.bridge)
+            .args(["--dns-upstream", "none"])
             .args(&self.flags)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))

@@ -147,6 +147,10 @@ pub async fn create(d: &Arc<Daemon>, req: Request<Incoming>) -> ApiResult<Respon
     let r = tokio::task::spawn_blocking(move || d2.networks.create(&b))
         .await
         .map_err(|e| ApiError::internal(e.to_string()))??;
+    let gateways = crate::dns::gateways(&r);
+    if !gateways.is_empty() {
+        d.dns.serve(d, &r.id, &gateways).await;
+    }
     d.events.publish(
         "network",
         "create",
@@ -190,6 +194,7 @@ pub async fn remove(d: &Arc<Daemon>, key: &str) -> ApiResult<Response<Body>> {
     }
     let d2 = d.clone();
     let r2 = r.clone();
+    d.dns.stop(&r.id);
     tokio::task::spawn_blocking(move || d2.networks.remove(&r2))
         .await
         .map_err(|e| ApiError::internal(e.to_string()))??;
@@ -210,6 +215,7 @@ pub async fn prune(d: &Arc<Daemon>) -> ApiResult<Response<Body>> {
         }
         let d2 = d.clone();
         let r2 = r.clone();
+        d.dns.stop(&r.id);
         if tokio::task::spawn_blocking(move || d2.networks.remove(&r2))
             .await
             .is_ok_and(|x| x.is_ok())

@@ -42,6 +42,10 @@ struct Args {
     /// Network namespaces kept ready for the next container starts (0: made at each start).
     #[arg(long = "netns-pool", default_value_t = 4)]
     netns_pool: usize,
+    /// Where user networks' resolver asks names that are not containers (IP[:PORT], repeatable;
+    /// `none`: container names only). Default: the host's /etc/resolv.conf nameservers.
+    #[arg(long = "dns-upstream")]
+    dns_upstream: Vec<String>,
     /// berth's nftables table (outbound NAT, published ports from outside).
     #[arg(long = "nft-table", default_value = Config::DEFAULT_NFT_TABLE)]
     nft_table: String,
@@ -125,6 +129,7 @@ fn run(args: Args) -> Result<(), String> {
         bridge_name: args.bridge,
         bpf_pin_dir: args.bpf_pin_dir,
         nft_table: args.nft_table,
+        dns_upstream: berth_daemon::dns::Upstream::parse(&args.dns_upstream)?,
         registries: RegistryOptions {
             insecure: args.insecure_registries,
             certs_dir: args.registry_certs_dir,
@@ -142,6 +147,7 @@ fn run(args: Args) -> Result<(), String> {
     rt.block_on(async move {
         berth_daemon::containers::lifecycle::reconcile(&daemon);
         daemon.netns_pool.refill();
+        berth_daemon::dns::serve_networks(&daemon).await;
         if let Some(dir) = socket.parent() {
             std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         }

@@ -458,7 +458,7 @@ fn spawn_in(
         aliases: networks.values().flat_map(|a| a.aliases.clone()).collect(),
         ..Default::default()
     };
-    let dns = berth_network::etc_files::DnsSettings {
+    let mut dns = berth_network::etc_files::DnsSettings {
         nameservers: record
             .host_config
             .list("Dns")
@@ -471,6 +471,16 @@ fn spawn_in(
         search: record.host_config.list("DnsSearch"),
         options: record.host_config.list("DnsOptions"),
     };
+    // On a user-defined network the network's resolver answers (container names first), as
+    // Docker's 127.0.0.11 does; `--dns` servers given by hand are used as they are.
+    if dns.nameservers.is_empty() && !host_network {
+        if let Some(gateway) = resolver_of(d, record, &networks) {
+            dns.nameservers = vec![gateway];
+            if dns.options.is_empty() {
+                dns.options = vec!["ndots:0".into()];
+            }
+        }
+    }
     let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
     berth_network::etc_files::write(bundle, &names, &host_resolv, &dns)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
@@ -542,6 +552,25 @@ fn spawn_in(
         networks,
         published,
     })
+}
+
+/// The resolver of the container's first network, when that network has one (a user-defined
+/// bridge network: its gateway).
+fn resolver_of(
+    d: &Daemon,
+    record: &Record,
+    networks: &BTreeMap<String, Attachment>,
+) -> Option<std::net::IpAddr> {
+    let mode = record
+        .host_config
+        .opt_str("NetworkMode")
+        .unwrap_or("default");
+    let primary = if mode == "default" { "bridge" } else { mode };
+    let a = networks.get(primary).or_else(|| networks.values().next())?;
+    let network = d.networks.find(&a.network_id)?;
+    crate::dns::gateways(&network)
+        .into_iter()
+        .find(|g| g.is_ipv4())
 }
 
 /// The IPv4 address of the container on the network of its `NetworkMode` (its first), where
