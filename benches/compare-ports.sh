@@ -7,7 +7,9 @@
 #     berthd's nftables DNAT (the kernel path for traffic that does not start on the host);
 #   - the floor: the container's own address, from the host.
 # Each: one stream (MiB/s), one-byte round trips (median and p99 µs), connections per second,
-# the median of --rounds rounds, interleaved.
+# the median of --rounds rounds, interleaved. Then name lookups of the server container from a
+# container on the same user-defined network: berthd's resolver (the network's gateway) vs
+# dockerd's embedded 127.0.0.11, from inside a container's network namespace (nsenter).
 #
 #   sudo bash benches/compare-ports.sh [--rounds N] [--stream-mib N]
 #
@@ -54,8 +56,9 @@ berthd_pid= dockerd_pid=
 cleanup() {
   set +e
   "$bin/berth" -H "$B" rm -f bench-port >/dev/null 2>&1
+  "$bin/berth" -H "$B" network rm benchnet >/dev/null 2>&1
   docker -H "$D" rm -f bench-port >/dev/null 2>&1
-  docker -H "$D" network rm bench-net >/dev/null 2>&1
+  docker -H "$D" network rm benchnet >/dev/null 2>&1
   [ -n "$berthd_pid" ] && kill "$berthd_pid" && wait "$berthd_pid"
   [ -n "$dockerd_pid" ] && kill "$dockerd_pid" && wait "$dockerd_pid"
   "$bin/berth-port-bench" unpin "$work/bpf/ports" 2>/dev/null
@@ -64,6 +67,7 @@ cleanup() {
   ip link delete "$host_end" 2>/dev/null
   ip link delete "bb$tag" 2>/dev/null
   ip link delete "bd$tag" 2>/dev/null
+  ip link delete "bn$tag" 2>/dev/null
   grep -o " $work[^ ]*" /proc/self/mountinfo | sort -r | xargs -r -n1 umount -l 2>/dev/null
   rm -rf "$work"
 }
@@ -82,14 +86,18 @@ for host in "$B" "$D"; do
 done
 "$bin/berth" -H "$B" load -i target/fixtures/busybox-docker.tar >/dev/null
 docker -H "$D" load -i target/fixtures/busybox-docker.tar >/dev/null
-docker -H "$D" network create -d bridge -o com.docker.network.bridge.name="bd$tag" bench-net >/dev/null
+docker -H "$D" network create -d bridge -o com.docker.network.bridge.name="bd$tag" benchnet >/dev/null
+"$bin/berth" -H "$B" network create -d bridge -o com.docker.network.bridge.name="bn$tag" benchnet >/dev/null
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("0.0.0.0",0)); print(s.getsockname()[1])'; }
 pb=$(free_port) pd=$(free_port)
 server=(-v "$bin/berth-port-bench:/berth-port-bench:ro" busybox /berth-port-bench serve 9000)
-"$bin/berth" -H "$B" run -d --name bench-port -p "$pb:9000" "${server[@]}" >/dev/null
-docker -H "$D" run -d --name bench-port --network bench-net -p "$pd:9000" "${server[@]}" >/dev/null
-berth_ip=$("$bin/berth" -H "$B" inspect -f '{{.NetworkSettings.IPAddress}}' bench-port)
+"$bin/berth" -H "$B" run -d --name bench-port --network benchnet -p "$pb:9000" "${server[@]}" >/dev/null
+docker -H "$D" run -d --name bench-port --network benchnet -p "$pd:9000" "${server[@]}" >/dev/null
+berth_ip=$("$bin/berth" -H "$B" inspect -f '{{.NetworkSettings.Networks.benchnet.IPAddress}}' bench-port)
+berth_gw=$("$bin/berth" -H "$B" network inspect -f '{{(index .IPAM.Config 0).Gateway}}' benchnet)
+berth_pid=$("$bin/berth" -H "$B" inspect -f '{{.State.Pid}}' bench-port)
+docker_pid=$(docker -H "$D" inspect -f '{{.State.Pid}}' bench-port)
 
 ip netns add "$ns"
 ip link add "$host_end" type veth peer name eth0 netns "$ns"
@@ -108,6 +116,8 @@ for r in $(seq "$rounds"); do
   echo "docker-proxy $("${client[@]}" 127.0.0.1 "$pd" "${opts[@]}")" >>"$work/results"
   echo "berth-nft-dnat $(ip netns exec "$ns" "${client[@]}" 198.18.8.1 "$pb" "${opts[@]}")" >>"$work/results"
   echo "direct $("${client[@]}" "$berth_ip" 9000 "${opts[@]}")" >>"$work/results"
+  echo "dns-berth $(nsenter --net=/proc/$berth_pid/ns/net "$bin/berth-port-bench" dns "$berth_gw:53" bench-port)" >>"$work/results"
+  echo "dns-docker $(nsenter --net=/proc/$docker_pid/ns/net "$bin/berth-port-bench" dns 127.0.0.11:53 bench-port)" >>"$work/results"
 done
 
 python3 - "$work/results" "$out" "$rounds" <<'PY'
@@ -128,9 +138,15 @@ rows = ["| path | stream MiB/s | round trip median µs | p99 µs | connections/s
 for n in ["berth-bpf", "docker-proxy", "berth-nft-dnat", "direct"]:
     m = med[n]
     rows.append(f"| {labels[n]} | {m['stream_mib_s']:.0f} | {m['rr_median_us']:.1f} | {m['rr_p99_us']:.1f} | {m['connections_s']:.0f} |")
+rows.append("")
+rows.append("| name lookup from a container (A, 5000 in a row) | median µs | p99 µs | answered |")
+rows.append("|---|---|---|---|")
+for n, label in [("dns-berth", "berthd: the network's resolver on its gateway"), ("dns-docker", "dockerd: embedded 127.0.0.11")]:
+    m = med[n]
+    rows.append(f"| {label} | {m['dns_median_us']:.1f} | {m['dns_p99_us']:.1f} | {m['answered']:.0f}/{m['queries']:.0f} |")
 b, d = med["berth-bpf"], med["docker-proxy"]
 rows.append("")
-rows.append(f"berth vs docker-proxy, same run (median of {rounds} rounds): stream {b['stream_mib_s']/d['stream_mib_s']:.2f}×, round trip {b['rr_median_us']/d['rr_median_us']:.2f}× the time, connections {b['connections_s']/d['connections_s']:.2f}×.")
+rows.append(f"berth vs docker-proxy, same run (median of {rounds} rounds): stream {b['stream_mib_s']/d['stream_mib_s']:.2f}×, round trip {b['rr_median_us']/d['rr_median_us']:.2f}× the time, connections {b['connections_s']/d['connections_s']:.2f}×; name lookup {med['dns-berth']['dns_median_us']/med['dns-docker']['dns_median_us']:.2f}× the time.")
 open(f"{out}/ports.md", "w").write("\n".join(rows) + "\n")
 json.dump({"rounds": int(rounds), "median": med}, open(f"{out}/ports.json", "w"), indent=1)
 print("\n".join(rows))

@@ -167,19 +167,21 @@ async fn serve_udp(
         let Ok((n, peer)) = sock.recv_from(&mut buf).await else {
             continue;
         };
-        let query = buf[..n].to_vec();
-        let (sock, d, network_id, upstream) = (
-            sock.clone(),
-            d.clone(),
-            network_id.clone(),
-            upstream.clone(),
-        );
-        // Each query on its own: a slow upstream does not hold up container names.
-        tokio::spawn(async move {
-            if let Some(reply) = answer(&d, &network_id, &query, &upstream, false).await {
+        let query = &buf[..n];
+        match local_answer(&d, &network_id, query) {
+            Some(Local::Answer(reply)) => {
                 let _ = sock.send_to(&reply, peer).await;
             }
-        });
+            Some(Local::Relay(fallback)) => {
+                // A slow upstream must not hold up container names: relay on its own.
+                let (sock, query, upstream) = (sock.clone(), query.to_vec(), upstream.clone());
+                tokio::spawn(async move {
+                    let reply = relay(&query, &upstream, false).await.unwrap_or(fallback);
+                    let _ = sock.send_to(&reply, peer).await;
+                });
+            }
+            None => {}
+        }
     }
 }
 
@@ -204,8 +206,12 @@ async fn serve_tcp(
                 if conn.read_exact(&mut query).await.is_err() {
                     return;
                 }
-                let Some(reply) = answer(&d, &network_id, &query, &upstream, true).await else {
-                    return;
+                let reply = match local_answer(&d, &network_id, &query) {
+                    Some(Local::Answer(reply)) => reply,
+                    Some(Local::Relay(fallback)) => {
+                        relay(&query, &upstream, true).await.unwrap_or(fallback)
+                    }
+                    None => return,
                 };
                 let Ok(len) = u16::try_from(reply.len()) else {
                     return;
@@ -227,7 +233,8 @@ pub fn lookup(d: &Daemon, network_id: &str, name: &str) -> Vec<IpAddr> {
     }
     let mut out = Vec::new();
     for h in d.containers.all() {
-        let r = h.snapshot();
+        // Held only for the comparison (no copy of the record per query).
+        let r = h.record();
         if !matches!(r.state.status, Status::Running | Status::Paused) {
             continue;
         }
@@ -247,14 +254,18 @@ pub fn lookup(d: &Daemon, network_id: &str, name: &str) -> Vec<IpAddr> {
     out
 }
 
-/// The reply to one query: from the container names, or relayed from upstream.
-async fn answer(
-    d: &Weak<Daemon>,
-    network_id: &str,
-    query: &[u8],
-    upstream: &[SocketAddr],
-    tcp: bool,
-) -> Option<Vec<u8>> {
+/// What to do with one query.
+enum Local {
+    /// Answered from the container names.
+    Answer(Vec<u8>),
+    /// Not a container: ask upstream; this (SERVFAIL, or REFUSED with no upstream) if that
+    /// fails.
+    Relay(Vec<u8>),
+}
+
+/// The answer from the container names (a cheap, in-memory lookup: done inline), or what to
+/// say if upstream cannot answer; `None` for what is not a query.
+fn local_answer(d: &Weak<Daemon>, network_id: &str, query: &[u8]) -> Option<Local> {
     let request = Message::from_vec(query).ok()?;
     if request.message_type() != MessageType::Query {
         return None;
@@ -269,18 +280,10 @@ async fn answer(
         .add_queries(request.queries().to_vec());
     let Some(q) = request.queries().first() else {
         reply.set_response_code(ResponseCode::FormErr);
-        return reply.to_vec().ok();
+        return reply.to_vec().ok().map(Local::Answer);
     };
-    let addresses = {
-        let d = d.upgrade()?;
-        let name = q.name().to_utf8();
-        tokio::task::spawn_blocking({
-            let network_id = network_id.to_string();
-            move || lookup(&d, &network_id, &name)
-        })
-        .await
-        .ok()?
-    };
+    let daemon = d.upgrade()?;
+    let addresses = lookup(&daemon, network_id, &q.name().to_utf8());
     if !addresses.is_empty() {
         let wanted = q.query_type();
         for ip in addresses {
@@ -292,19 +295,10 @@ async fn answer(
             reply.add_answer(Record::from_rdata(q.name().clone(), TTL, rdata));
         }
         // A container without an address of the asked family: the name exists, no data.
-        return reply.to_vec().ok();
+        return reply.to_vec().ok().map(Local::Answer);
     }
-    match relay(query, upstream, tcp).await {
-        Some(bytes) => Some(bytes),
-        None => {
-            reply.set_response_code(if upstream.is_empty() {
-                ResponseCode::Refused
-            } else {
-                ResponseCode::ServFail
-            });
-            reply.to_vec().ok()
-        }
-    }
+    reply.set_response_code(ResponseCode::ServFail);
+    reply.to_vec().ok().map(Local::Relay)
 }
 
 /// Asks the upstream servers in turn; their answer, as it came.

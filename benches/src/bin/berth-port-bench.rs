@@ -3,6 +3,7 @@
 //!
 //!   berth-port-bench serve PORT
 //!   berth-port-bench client HOST PORT [--stream-mib N] [--round-trips N] [--connections N]
+//!   berth-port-bench dns SERVER:PORT NAME [--queries N]   (A queries, one after the other)
 //!   berth-port-bench unpin DIR    (detach and unpin a berthd's published-port programs)
 //!
 //! The client prints one JSON line: stream throughput (MiB/s, one connection sending N MiB
@@ -123,6 +124,47 @@ fn client(
     Ok(())
 }
 
+/// One A query for `name` with id `id`, by hand (header, question).
+fn dns_query(id: u16, name: &str) -> Vec<u8> {
+    let mut q = Vec::with_capacity(32 + name.len());
+    q.extend_from_slice(&id.to_be_bytes());
+    q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]); // RD; one question
+    for label in name.split('.').filter(|l| !l.is_empty()) {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]); // root, type A, class IN
+    q
+}
+
+/// Median and p99 latency (µs) of `n` queries, and how many answered with an address.
+fn dns(server: &str, name: &str, n: usize) -> std::io::Result<()> {
+    let sock = std::net::UdpSocket::bind("0.0.0.0:0")?;
+    sock.connect(server)?;
+    sock.set_read_timeout(Some(Duration::from_secs(2)))?;
+    let mut times = Vec::with_capacity(n);
+    let mut answered = 0;
+    let mut buf = [0u8; 1500];
+    for i in 0..n {
+        let q = dns_query(i as u16, name);
+        let t = Instant::now();
+        sock.send(&q)?;
+        let got = sock.recv(&mut buf)?;
+        times.push(t.elapsed().as_secs_f64() * 1e6);
+        // ANCOUNT > 0 and the id matches.
+        if got >= 12 && buf[..2] == q[..2] && u16::from_be_bytes([buf[6], buf[7]]) > 0 {
+            answered += 1;
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    println!(
+        "{{\"dns_median_us\": {:.1}, \"dns_p99_us\": {:.1}, \"answered\": {answered}, \"queries\": {n}}}",
+        percentile(&times, 0.5),
+        percentile(&times, 0.99)
+    );
+    Ok(())
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let flag = |name: &str, default: u64| -> u64 {
@@ -136,6 +178,12 @@ fn main() {
         Some("serve") => match args.get(2).and_then(|p| p.parse().ok()) {
             Some(port) => serve(port),
             None => Err(std::io::Error::other("usage: serve PORT")),
+        },
+        Some("dns") => match (args.get(2), args.get(3)) {
+            (Some(server), Some(name)) => dns(server, name, flag("--queries", 5000) as usize),
+            _ => Err(std::io::Error::other(
+                "usage: dns SERVER:PORT NAME [--queries N]",
+            )),
         },
         Some("unpin") => match (args.get(2), berth_daemon::ports::cgroup2_root()) {
             (Some(dir), Some(root)) => {
