@@ -61,7 +61,7 @@ cleanup() {
   docker -H "$D" network rm benchnet >/dev/null 2>&1
   [ -n "$berthd_pid" ] && kill "$berthd_pid" && wait "$berthd_pid"
   [ -n "$dockerd_pid" ] && kill "$dockerd_pid" && wait "$dockerd_pid"
-  "$bin/berth-port-bench" unpin "$work/bpf/ports" 2>/dev/null
+  "$bin/berth-port-bench" unpin "$work/bpf/berth/ports" 2>/dev/null
   nft delete table ip "bb$tag" 2>/dev/null
   ip netns delete "$ns" 2>/dev/null
   ip link delete "$host_end" 2>/dev/null
@@ -74,7 +74,7 @@ cleanup() {
 trap cleanup EXIT
 
 "$bin/berthd" --root "$work/berth-root" --exec-root "$work/berth-run" -H "$B" \
-  --bridge "bb$tag" --nft-table "bb$tag" --bpf-pin-dir "$work/bpf/ports" \
+  --bridge "bb$tag" --nft-table "bb$tag" --bpf-pin-dir "$work/bpf/berth" \
   --block-registry '*' >"$work/berthd.log" 2>&1 &
 berthd_pid=$!
 dockerd --data-root "$work/docker-root" --exec-root "$work/docker-run" -H "$D" \

@@ -13,11 +13,17 @@ fn main() {
         "/usr/include/{}-linux-gnu",
         env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_else(|_| "x86_64".into())
     );
-    for name in ["datapath", "ports"] {
-        let src = format!("programs/{name}.bpf.c");
+    // (object, source, extra flags)
+    for (name, source, defines) in [
+        ("datapath", "datapath", ""),
+        ("datapath-pinned", "datapath", "-DBERTH_PINNED"),
+        ("ports", "ports", ""),
+    ] {
+        let src = format!("programs/{source}.bpf.c");
         println!("cargo:rerun-if-changed={src}");
         let status = Command::new(&clang)
             .args(["-O2", "-g", "-Wall", "-Werror", "-target", "bpf", "-c", &src])
+            .args(defines.split_whitespace())
             .arg(format!("-I{multiarch}"))
             .arg("-o")
             .arg(out.join(format!("{name}.o")))

@@ -16,6 +16,14 @@
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
 
+// Built twice: as is, and with BERTH_PINNED (maps pinned by name under berthd's bpffs
+// directory, so a restarted daemon finds the running datapath's state).
+#ifdef BERTH_PINNED
+#define PINNED __uint(pinning, LIBBPF_PIN_BY_NAME);
+#else
+#define PINNED
+#endif
+
 // A container endpoint, by its IPv4 address.
 struct endpoint {
 	__u32 ifindex;  // the host end of its veth
@@ -47,6 +55,7 @@ struct {
 	__uint(max_entries, 65536);
 	__type(key, __u32);  // IPv4 address, network byte order
 	__type(value, struct endpoint);
+	PINNED
 } ENDPOINTS SEC(".maps");
 
 struct {
@@ -54,6 +63,7 @@ struct {
 	__uint(max_entries, 65536);
 	__type(key, __u32);  // host veth ifindex
 	__type(value, struct port);
+	PINNED
 } PORTS SEC(".maps");
 
 struct {
@@ -61,6 +71,7 @@ struct {
 	__uint(max_entries, 65536);
 	__type(key, __u32);  // host veth ifindex
 	__type(value, struct counters);
+	PINNED
 } COUNTERS SEC(".maps");
 
 struct {
@@ -69,6 +80,7 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, struct subnet_key);
 	__type(value, __u32);  // network
+	PINNED
 } SUBNETS SEC(".maps");
 
 static __always_inline void count(__u32 ifindex, int rx, __u64 bytes, int drop)

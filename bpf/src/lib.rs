@@ -14,6 +14,7 @@
 use std::collections::HashMap;
 use std::ffi::CString;
 use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
 
 use aya::maps::lpm_trie::{Key, LpmTrie};
 use aya::maps::{HashMap as BpfHashMap, MapData};
@@ -89,11 +90,31 @@ pub struct Datapath {
     ebpf: aya::Ebpf,
     /// Host veth ifindex → the links made for it, and the container's address.
     ports: HashMap<u32, Port>,
+    /// Where maps and links are pinned ([`Datapath::load_pinned`]).
+    pin_dir: Option<PathBuf>,
 }
 
 struct Port {
-    links: Vec<(usize, aya::programs::tc::SchedClassifierLinkId)>,
+    links: Vec<PortLink>,
     address: Option<Ipv4Addr>,
+}
+
+/// A program on a port: owned by this process, or pinned (it outlives the process).
+enum PortLink {
+    Owned(usize, aya::programs::tc::SchedClassifierLinkId),
+    Pinned(aya::programs::links::PinnedLink),
+}
+
+/// `<pin dir>/links/<ifindex>-<program>`.
+fn link_pin(dir: &Path, index: u32, program: &str) -> PathBuf {
+    dir.join("links").join(format!("{index}-{program}"))
+}
+
+/// Whether an interface with this index exists (in the caller's namespace).
+fn ifindex_exists(index: u32) -> bool {
+    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: a buffer of IF_NAMESIZE bytes, as the call requires.
+    !unsafe { libc::if_indextoname(index, buf.as_mut_ptr()) }.is_null()
 }
 
 fn ifindex(name: &str) -> Result<u32> {
@@ -132,7 +153,93 @@ impl Datapath {
         Ok(Datapath {
             ebpf,
             ports: HashMap::new(),
+            pin_dir: None,
         })
+    }
+
+    /// Loads the programs with their maps pinned in `dir` (a bpffs directory; maps there
+    /// already are reused with their entries) and adopts the ports an earlier process left
+    /// pinned: a restarted daemon keeps the running datapath, isolation and counters included.
+    /// Ports whose interface is gone are cleaned up.
+    pub fn load_pinned(dir: &Path) -> Result<Datapath> {
+        let links = dir.join("links");
+        ctx!(std::fs::create_dir_all(&links), "mkdir {}", links.display())?;
+        let mut ebpf = ctx!(
+            aya::EbpfLoader::new()
+                .map_pin_path(dir)
+                .load(aya::include_bytes_aligned!(concat!(
+                    env!("OUT_DIR"),
+                    "/datapath-pinned.o"
+                ))),
+            "load the datapath object"
+        )?;
+        for (name, _) in PROGRAMS {
+            let program = classifier(&mut ebpf, name)?;
+            ctx!(program.load(), "load program {name}")?;
+        }
+        let mut dp = Datapath {
+            ebpf,
+            ports: HashMap::new(),
+            pin_dir: Some(dir.to_path_buf()),
+        };
+        let mut found: HashMap<u32, Vec<aya::programs::links::PinnedLink>> = HashMap::new();
+        for entry in ctx!(std::fs::read_dir(&links), "read {}", links.display())?.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(index) = name.split('-').next().and_then(|i| i.parse::<u32>().ok()) else {
+                continue;
+            };
+            match aya::programs::links::PinnedLink::from_pin(entry.path()) {
+                Ok(link) if ifindex_exists(index) => found.entry(index).or_default().push(link),
+                Ok(link) => {
+                    let _ = link.unpin();
+                }
+                Err(_) => {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+        }
+        // Each adopted port's address, from the map (for its clean-up later).
+        let endpoints = dp.map::<u32, EndpointValue>("ENDPOINTS")?;
+        let mut addresses: HashMap<u32, Ipv4Addr> = HashMap::new();
+        let mut stale = Vec::new();
+        for (ip, v) in endpoints.iter().flatten() {
+            if found.contains_key(&v.ifindex) {
+                addresses.insert(v.ifindex, Ipv4Addr::from(ip.to_ne_bytes()));
+            } else if !ifindex_exists(v.ifindex) {
+                stale.push(ip);
+            }
+        }
+        let mut endpoints = dp.map::<u32, EndpointValue>("ENDPOINTS")?;
+        for ip in stale {
+            let _ = endpoints.remove(&ip);
+        }
+        for map in ["PORTS", "COUNTERS"] {
+            let keys: Vec<u32> = if map == "PORTS" {
+                dp.map::<u32, PortValue>(map)?.keys().flatten().collect()
+            } else {
+                dp.map::<u32, Counters>(map)?.keys().flatten().collect()
+            };
+            for k in keys
+                .into_iter()
+                .filter(|k| !found.contains_key(k) && !ifindex_exists(*k))
+            {
+                if map == "PORTS" {
+                    let _ = dp.map::<u32, PortValue>(map)?.remove(&k);
+                } else {
+                    let _ = dp.map::<u32, Counters>(map)?.remove(&k);
+                }
+            }
+        }
+        for (index, links) in found {
+            dp.ports.insert(
+                index,
+                Port {
+                    links: links.into_iter().map(PortLink::Pinned).collect(),
+                    address: addresses.get(&index).copied(),
+                },
+            );
+        }
+        Ok(dp)
     }
 
     fn map<K: aya::Pod, V: aya::Pod>(
@@ -161,10 +268,15 @@ impl Datapath {
                 return Err(err(format!("clsact on {host_ifname}"))(&e));
             }
         }
+        // A port this process (or an earlier one) has already: made again from scratch.
+        if self.ports.contains_key(&index) {
+            self.detach_index(index)?;
+        }
         let mut port = Port {
             links: Vec::new(),
             address,
         };
+        let pin_dir = self.pin_dir.clone();
         let attached = (|| {
             for (i, (name, kind)) in PROGRAMS.iter().enumerate() {
                 let program = classifier(&mut self.ebpf, name)?;
@@ -172,7 +284,18 @@ impl Datapath {
                     program.attach(host_ifname, *kind),
                     "attach {name} to {host_ifname}"
                 )?;
-                port.links.push((i, link));
+                match &pin_dir {
+                    None => port.links.push(PortLink::Owned(i, link)),
+                    Some(dir) => {
+                        let owned = ctx!(program.take_link(link), "link of {name}")?;
+                        let fd: aya::programs::links::FdLink =
+                            ctx!(owned.try_into(), "link of {name} on {host_ifname}")?;
+                        let path = link_pin(dir, index, name);
+                        let _ = std::fs::remove_file(&path);
+                        let pinned = ctx!(fd.pin(&path), "pin {}", path.display())?;
+                        port.links.push(PortLink::Pinned(pinned));
+                    }
+                }
             }
             let mut ports = self.map::<u32, PortValue>("PORTS")?;
             ctx!(
@@ -236,11 +359,19 @@ impl Datapath {
         let Some(port) = self.ports.remove(&index) else {
             return Ok(());
         };
-        for (i, link) in port.links {
-            let name = PROGRAMS[i].0;
-            if let Ok(program) = classifier(&mut self.ebpf, name) {
-                // Gone with its interface already is fine.
-                let _ = program.detach(link);
+        for link in port.links {
+            match link {
+                PortLink::Owned(i, link) => {
+                    let name = PROGRAMS[i].0;
+                    if let Ok(program) = classifier(&mut self.ebpf, name) {
+                        // Gone with its interface already is fine.
+                        let _ = program.detach(link);
+                    }
+                }
+                // Unpinned and closed: the kernel takes the program off.
+                PortLink::Pinned(link) => {
+                    let _ = link.unpin();
+                }
             }
         }
         let mut ports = self.map::<u32, PortValue>("PORTS")?;

@@ -35,8 +35,8 @@ pub struct Config {
     pub nft_table: String,
     /// Where the networks' resolver sends names that are not containers.
     pub dns_upstream: crate::dns::Upstream,
-    /// Where the published-port programs and maps are pinned (a directory on a bpffs, which
-    /// is mounted on its parent if missing).
+    /// berth's directory on a bpffs (a bpffs is mounted on its parent if there is none): the
+    /// datapath's and the published ports' programs, links and maps, which outlive berthd.
     pub bpf_pin_dir: PathBuf,
 }
 
@@ -127,6 +127,14 @@ impl Daemon {
                 id
             }
         };
+        let bpffs = config
+            .bpf_pin_dir
+            .parent()
+            .unwrap_or(&config.bpf_pin_dir)
+            .to_path_buf();
+        if let Err(e) = berth_bpf::ports::ensure_bpffs(&bpffs) {
+            tracing::warn!("{e}: the datapath and published ports will not outlive berthd");
+        }
         let nat = match berth_network::nat::Nat::new(&config.nft_table).and_then(|n| {
             n.install()?;
             Ok(n)
@@ -149,8 +157,9 @@ impl Daemon {
                 &config.root.join("networks"),
                 &config.bridge_name,
                 nat.clone(),
+                &config.bpf_pin_dir.join("datapath"),
             )?,
-            ports: crate::ports::Ports::open(&config.bpf_pin_dir, nat),
+            ports: crate::ports::Ports::open(&config.bpf_pin_dir.join("ports"), nat),
             dns: crate::dns::Resolver::new(config.dns_upstream.clone()),
             netns_pool: Arc::new(crate::netns::Pool::open(
                 &config.exec_root.join("netns"),

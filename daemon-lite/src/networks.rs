@@ -80,14 +80,27 @@ fn now() -> String {
 }
 
 impl Networks {
-    pub fn open(dir: &Path, bridge_name: &str, nat: Option<Arc<Nat>>) -> std::io::Result<Networks> {
+    pub fn open(
+        dir: &Path,
+        bridge_name: &str,
+        nat: Option<Arc<Nat>>,
+        datapath_pins: &Path,
+    ) -> std::io::Result<Networks> {
         fs::create_dir_all(dir.join("ipam")).map_err(|e| records::at(e, "mkdir", dir))?;
         let ipam = Arc::new(
             Ipam::open(&dir.join("ipam")).map_err(|e| std::io::Error::other(e.to_string()))?,
         );
         // The datapath keeps networks apart (Docker's isolation) and skips the bridge between
-        // containers of one network; without BPF, plain bridging still works.
-        let (bridge, datapath_warning) = match berth_bpf::Datapath::load() {
+        // containers of one network; without BPF, plain bridging still works. Pinned on a
+        // bpffs, it outlives berthd (and is adopted by the next one); elsewhere it does not.
+        let pinnable = fs::create_dir_all(datapath_pins).is_ok()
+            && berth_bpf::ports::is_bpffs(datapath_pins);
+        let loaded = if pinnable {
+            berth_bpf::Datapath::load_pinned(datapath_pins)
+        } else {
+            berth_bpf::Datapath::load()
+        };
+        let (bridge, datapath_warning) = match loaded {
             Ok(dp) => (
                 Bridge::with_datapath(ipam.clone(), Arc::new(Mutex::new(dp))),
                 None,

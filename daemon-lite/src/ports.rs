@@ -182,14 +182,12 @@ fn is_cgroup2(p: &Path) -> bool {
 }
 
 impl Ports {
-    /// The programs from `pin_dir` (a bpffs, mounted there if needed), attached unless they
-    /// are already; without them ports cannot be published, which is said when one is asked.
+    /// The programs from `pin_dir` (on a bpffs), attached unless they are already; without
+    /// them ports cannot be published, which is said when one is asked.
     pub fn open(pin_dir: &Path, nat: Option<Arc<Nat>>) -> Ports {
         let opened = (|| {
             let root = cgroup2_root()
                 .ok_or("published ports need a cgroup v2 hierarchy (pure v2, or the hybrid layout's unified mount)")?;
-            let bpffs = pin_dir.parent().unwrap_or(pin_dir);
-            berth_bpf::ports::ensure_bpffs(bpffs).map_err(|e| e.to_string())?;
             let mut ports = PublishedPorts::open(pin_dir, root).map_err(|e| e.to_string())?;
             let _ = ports.set_host_addresses(&host_addresses());
             Ok::<_, String>(ports)

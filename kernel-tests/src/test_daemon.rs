@@ -92,10 +92,11 @@ impl TestDaemon {
         self.dir.path().join("docker-config")
     }
 
-    /// Where the daemon pins its published-port programs (a bpffs of its own, which berthd
-    /// mounts on the parent directory).
+    /// Where the daemon pins its datapath and published-port programs (`datapath/`,
+    /// `ports/`; on a bpffs of its own, which berthd mounts on the parent directory and the
+    /// drop unmounts).
     pub fn bpf_pin_dir(&self) -> PathBuf {
-        self.dir.path().join("bpf").join("ports")
+        self.dir.path().join("bpf").join("berth")
     }
 
     /// The daemon's certs.d (empty unless a test puts a registry's CA there).
@@ -330,7 +331,7 @@ impl Drop for TestDaemon {
         }
         // The published-port programs outlive the daemon (pinned): take them off.
         if let Some(root) = berth_daemon::ports::cgroup2_root() {
-            let _ = berth_bpf::ports::remove_pinned(&self.bpf_pin_dir(), root);
+            let _ = berth_bpf::ports::remove_pinned(&self.bpf_pin_dir().join("ports"), root);
         }
         crate::harness::unmount_under(self.dir.path());
         // So do its nftables table (named as its bridge) and the default network's bridge

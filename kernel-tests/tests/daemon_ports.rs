@@ -124,7 +124,7 @@ fn a_published_port_answers_on_the_host() {
     });
     d.docker_ok(&["rm", "-f", "web"]);
     let mut maps = berth_bpf::ports::PublishedPorts::open(
-        &d.bpf_pin_dir(),
+        &d.bpf_pin_dir().join("ports"),
         berth_daemon::ports::cgroup2_root().unwrap(),
     )
     .unwrap();

@@ -1,0 +1,119 @@
+//! The BPF datapath belongs to the host, not to berthd's process: its maps and tc links are
+//! pinned, so a berthd killed and started again keeps networks apart (Docker's isolation) and
+//! keeps established connections flowing, and the new daemon cleans up after containers that
+//! leave afterwards.
+
+use std::time::Duration;
+
+use berth_kernel_tests::test_daemon::TestDaemon;
+
+fn lines_in(d: &TestDaemon, container: &str) -> usize {
+    d.docker_ok(&["exec", container, "wc", "-l", "/tmp/replies"])
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn the_datapath_outlives_a_daemon_restart() {
+    let mut d = TestDaemon::start();
+    d.load_busybox();
+    d.docker_ok(&["network", "create", "front"]);
+    d.docker_ok(&["network", "create", "back"]);
+    d.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "srv",
+        "--network",
+        "front",
+        "busybox",
+        "sh",
+        "-c",
+        "nc -ll -p 80 -e hostname & exec nc -ll -p 81 -e cat",
+    ]);
+    let ip = d
+        .docker_ok(&[
+            "inspect",
+            "-f",
+            "{{.NetworkSettings.Networks.front.IPAddress}}",
+            "srv",
+        ])
+        .trim()
+        .to_string();
+    // One connection kept open: a line every 0.1 s, the echoes kept in a file.
+    d.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "talker",
+        "--network",
+        "front",
+        "busybox",
+        "sh",
+        "-c",
+        &format!("while true; do echo ping; sleep 0.1; done | nc {ip} 81 > /tmp/replies"),
+    ]);
+    d.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "stranger",
+        "--network",
+        "back",
+        "busybox",
+        "sleep",
+        "600",
+    ]);
+    let probe = |d: &TestDaemon, from_network: &str| {
+        d.docker(&[
+            "run",
+            "--rm",
+            "--network",
+            from_network,
+            "busybox",
+            "nc",
+            "-w",
+            "2",
+            &ip,
+            "80",
+        ])
+        .stdout
+        .trim()
+        .to_string()
+    };
+    let srv_host = d
+        .docker_ok(&["inspect", "-f", "{{.Config.Hostname}}", "srv"])
+        .trim()
+        .to_string();
+    d.eventually("the echo connection is up", || lines_in(&d, "talker") > 3);
+    assert_eq!(probe(&d, "front"), srv_host);
+    assert_eq!(probe(&d, "back"), "", "another network reached the server");
+    let stranger = d.docker(&["exec", "stranger", "nc", "-w", "2", &ip, "80"]);
+    assert!(stranger.stdout.trim().is_empty(), "{stranger:?}");
+
+    d.kill9();
+    std::thread::sleep(Duration::from_millis(500));
+    d.restart();
+
+    // The connection went on through the outage and goes on now.
+    let after = lines_in(&d, "talker");
+    std::thread::sleep(Duration::from_millis(800));
+    assert!(lines_in(&d, "talker") > after, "the connection stopped");
+    // Still apart, still together.
+    let stranger = d.docker(&["exec", "stranger", "nc", "-w", "2", &ip, "80"]);
+    assert!(
+        stranger.stdout.trim().is_empty(),
+        "isolation lost with the restart: {stranger:?}"
+    );
+    assert_eq!(probe(&d, "back"), "");
+    assert_eq!(probe(&d, "front"), srv_host);
+
+    // The new daemon takes the old containers' ports off when they go.
+    d.docker_ok(&["rm", "-f", "srv", "talker", "stranger"]);
+    let links = std::fs::read_dir(d.bpf_pin_dir().join("datapath/links"))
+        .map(|r| r.count())
+        .unwrap_or(0);
+    assert_eq!(links, 0, "pinned links left after the containers went");
+}
