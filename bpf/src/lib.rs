@@ -385,6 +385,34 @@ impl Datapath {
         Ok(())
     }
 
+    /// How many ports, endpoints and counters a pinned datapath in `dir` holds (what is left
+    /// after its containers went should be nothing).
+    pub fn pinned_entries(dir: &Path) -> Result<usize> {
+        let open = |name: &str| -> Result<aya::maps::Map> {
+            let data = ctx!(MapData::from_pin(dir.join(name)), "pinned map {name}")?;
+            Ok(aya::maps::Map::HashMap(data))
+        };
+        let endpoints = open("ENDPOINTS")?;
+        let ports = open("PORTS")?;
+        let counters = open("COUNTERS")?;
+        let n = ctx!(
+            BpfHashMap::<_, u32, EndpointValue>::try_from(&endpoints),
+            "ENDPOINTS"
+        )?
+        .keys()
+        .count()
+            + ctx!(BpfHashMap::<_, u32, PortValue>::try_from(&ports), "PORTS")?
+                .keys()
+                .count()
+            + ctx!(
+                BpfHashMap::<_, u32, Counters>::try_from(&counters),
+                "COUNTERS"
+            )?
+            .keys()
+            .count();
+        Ok(n)
+    }
+
     /// The counters of a port.
     pub fn counters(&mut self, host_ifname: &str) -> Result<Counters> {
         let index = ifindex(host_ifname)?;

@@ -93,8 +93,8 @@ impl Networks {
         // The datapath keeps networks apart (Docker's isolation) and skips the bridge between
         // containers of one network; without BPF, plain bridging still works. Pinned on a
         // bpffs, it outlives berthd (and is adopted by the next one); elsewhere it does not.
-        let pinnable = fs::create_dir_all(datapath_pins).is_ok()
-            && berth_bpf::ports::is_bpffs(datapath_pins);
+        let pinnable =
+            fs::create_dir_all(datapath_pins).is_ok() && berth_bpf::ports::is_bpffs(datapath_pins);
         let loaded = if pinnable {
             berth_bpf::Datapath::load_pinned(datapath_pins)
         } else {
