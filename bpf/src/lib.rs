@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::ffi::CString;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
 use aya::maps::lpm_trie::{Key, LpmTrie};
@@ -96,13 +96,18 @@ pub struct Datapath {
 
 struct Port {
     links: Vec<PortLink>,
-    address: Option<Ipv4Addr>,
+    addresses: Vec<IpAddr>,
 }
 
 /// A program on a port: owned by this process, or pinned (it outlives the process).
 enum PortLink {
     Owned(usize, aya::programs::tc::SchedClassifierLinkId),
     Pinned(aya::programs::links::PinnedLink),
+}
+
+/// An IPv4 address as the maps key it (network byte order).
+fn v4_key(ip: Ipv4Addr) -> u32 {
+    u32::from_ne_bytes(ip.octets())
 }
 
 /// `<pin dir>/links/<ifindex>-<program>`.
@@ -200,11 +205,14 @@ impl Datapath {
         }
         // Each adopted port's address, from the map (for its clean-up later).
         let endpoints = dp.map::<u32, EndpointValue>("ENDPOINTS")?;
-        let mut addresses: HashMap<u32, Ipv4Addr> = HashMap::new();
+        let mut addresses: HashMap<u32, Vec<IpAddr>> = HashMap::new();
         let mut stale = Vec::new();
         for (ip, v) in endpoints.iter().flatten() {
             if found.contains_key(&v.ifindex) {
-                addresses.insert(v.ifindex, Ipv4Addr::from(ip.to_ne_bytes()));
+                addresses
+                    .entry(v.ifindex)
+                    .or_default()
+                    .push(IpAddr::V4(Ipv4Addr::from(ip.to_ne_bytes())));
             } else if !ifindex_exists(v.ifindex) {
                 stale.push(ip);
             }
@@ -212,6 +220,22 @@ impl Datapath {
         let mut endpoints = dp.map::<u32, EndpointValue>("ENDPOINTS")?;
         for ip in stale {
             let _ = endpoints.remove(&ip);
+        }
+        let endpoints6 = dp.map::<[u8; 16], EndpointValue>("ENDPOINTS6")?;
+        let mut stale6 = Vec::new();
+        for (ip, v) in endpoints6.iter().flatten() {
+            if found.contains_key(&v.ifindex) {
+                addresses
+                    .entry(v.ifindex)
+                    .or_default()
+                    .push(IpAddr::V6(Ipv6Addr::from(ip)));
+            } else if !ifindex_exists(v.ifindex) {
+                stale6.push(ip);
+            }
+        }
+        let mut endpoints6 = dp.map::<[u8; 16], EndpointValue>("ENDPOINTS6")?;
+        for ip in stale6 {
+            let _ = endpoints6.remove(&ip);
         }
         for map in ["PORTS", "COUNTERS"] {
             let keys: Vec<u32> = if map == "PORTS" {
@@ -235,7 +259,7 @@ impl Datapath {
                 index,
                 Port {
                     links: links.into_iter().map(PortLink::Pinned).collect(),
-                    address: addresses.get(&index).copied(),
+                    addresses: addresses.remove(&index).unwrap_or_default(),
                 },
             );
         }
@@ -254,13 +278,8 @@ impl Datapath {
     }
 
     /// Puts the datapath on the host end `host_ifname` of a container's veth, on network
-    /// `network`, the container having `address`.
-    pub fn attach(
-        &mut self,
-        host_ifname: &str,
-        network: u32,
-        address: Option<Ipv4Addr>,
-    ) -> Result<()> {
+    /// `network`, the container having `addresses` (IPv4 and IPv6).
+    pub fn attach(&mut self, host_ifname: &str, network: u32, addresses: &[IpAddr]) -> Result<()> {
         let index = ifindex(host_ifname)?;
         // The clsact qdisc holds tc programs where tcx is missing; present already is fine.
         if let Err(e) = tc::qdisc_add_clsact(host_ifname) {
@@ -274,7 +293,7 @@ impl Datapath {
         }
         let mut port = Port {
             links: Vec::new(),
-            address,
+            addresses: addresses.to_vec(),
         };
         let pin_dir = self.pin_dir.clone();
         let attached = (|| {
@@ -307,19 +326,21 @@ impl Datapath {
                 counters.insert(index, Counters::default(), 0),
                 "COUNTERS[{host_ifname}]"
             )?;
-            if let Some(ip) = address {
-                let mut endpoints = self.map::<u32, EndpointValue>("ENDPOINTS")?;
-                ctx!(
-                    endpoints.insert(
-                        u32::from_ne_bytes(ip.octets()),
-                        EndpointValue {
-                            ifindex: index,
-                            network
-                        },
-                        0
-                    ),
-                    "ENDPOINTS[{ip}]"
-                )?;
+            let value = EndpointValue {
+                ifindex: index,
+                network,
+            };
+            for ip in addresses {
+                match ip {
+                    IpAddr::V4(v4) => {
+                        let mut endpoints = self.map::<u32, EndpointValue>("ENDPOINTS")?;
+                        ctx!(endpoints.insert(v4_key(*v4), value, 0), "ENDPOINTS[{ip}]")?;
+                    }
+                    IpAddr::V6(v6) => {
+                        let mut endpoints = self.map::<[u8; 16], EndpointValue>("ENDPOINTS6")?;
+                        ctx!(endpoints.insert(v6.octets(), value, 0), "ENDPOINTS6[{ip}]")?;
+                    }
+                }
             }
             Ok(())
         })();
@@ -378,9 +399,19 @@ impl Datapath {
         let _ = ports.remove(&index);
         let mut counters = self.map::<u32, Counters>("COUNTERS")?;
         let _ = counters.remove(&index);
-        if let Some(ip) = port.address {
-            let mut endpoints = self.map::<u32, EndpointValue>("ENDPOINTS")?;
-            let _ = endpoints.remove(&u32::from_ne_bytes(ip.octets()));
+        for ip in port.addresses {
+            match ip {
+                IpAddr::V4(v4) => {
+                    let _ = self
+                        .map::<u32, EndpointValue>("ENDPOINTS")?
+                        .remove(&v4_key(v4));
+                }
+                IpAddr::V6(v6) => {
+                    let _ = self
+                        .map::<[u8; 16], EndpointValue>("ENDPOINTS6")?
+                        .remove(&v6.octets());
+                }
+            }
         }
         Ok(())
     }
@@ -430,11 +461,37 @@ impl Datapath {
 
     /// Records an IPv4 subnet of network `network` (traffic to it from other networks drops).
     pub fn add_subnet(&mut self, addr: Ipv4Addr, prefix: u8, network: u32) -> Result<()> {
-        let key = Key::new(prefix.into(), u32::from_ne_bytes(addr.octets()));
+        let key = Key::new(prefix.into(), v4_key(addr));
         ctx!(
             self.subnets()?.insert(&key, network, 0),
             "SUBNETS[{addr}/{prefix}]"
         )
+    }
+
+    /// Records an IPv6 subnet of network `network`.
+    pub fn add_subnet6(&mut self, addr: Ipv6Addr, prefix: u8, network: u32) -> Result<()> {
+        let key = Key::new(prefix.into(), addr.octets());
+        let map = self
+            .ebpf
+            .map_mut("SUBNETS6")
+            .ok_or_else(|| err("map SUBNETS6")(&"not in the object"))?;
+        let mut trie: LpmTrie<&mut MapData, [u8; 16], u32> =
+            ctx!(LpmTrie::try_from(map), "map SUBNETS6")?;
+        ctx!(trie.insert(&key, network, 0), "SUBNETS6[{addr}/{prefix}]")
+    }
+
+    pub fn remove_subnet6(&mut self, addr: Ipv6Addr, prefix: u8) -> Result<()> {
+        let key = Key::new(prefix.into(), addr.octets());
+        let map = self
+            .ebpf
+            .map_mut("SUBNETS6")
+            .ok_or_else(|| err("map SUBNETS6")(&"not in the object"))?;
+        let mut trie: LpmTrie<&mut MapData, [u8; 16], u32> =
+            ctx!(LpmTrie::try_from(map), "map SUBNETS6")?;
+        match trie.remove(&key) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(err(format!("SUBNETS6[{addr}/{prefix}]"))(&e)),
+        }
     }
 
     pub fn remove_subnet(&mut self, addr: Ipv4Addr, prefix: u8) -> Result<()> {

@@ -63,6 +63,14 @@ pub fn output_through_files(mut cmd: Command) -> Output {
 }
 
 /// A name no other test (or test run) uses at the same time.
+/// A TCP port free on 127.0.0.1 just now (the kernel's pick).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port on 127.0.0.1")
+}
+
 pub fn unique(prefix: &str) -> String {
     static N: AtomicUsize = AtomicUsize::new(0);
     format!(

@@ -16,12 +16,7 @@ pub struct TestRegistry {
     pub credentials: Option<(String, String)>,
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port on 127.0.0.1")
-}
+use crate::harness::free_port;
 
 impl TestRegistry {
     pub fn start() -> TestRegistry {

@@ -73,7 +73,9 @@ fn two_hundred_containers_join_and_leave_and_leave_nothing() {
 
     // The kernel tears network namespaces down (and their veths with them) in a work queue,
     // a little after the last reference goes.
-    d.eventually("every veth leaves the bridge", || bridge_ports(&bridge) == 0);
+    d.eventually("every veth leaves the bridge", || {
+        bridge_ports(&bridge) == 0
+    });
     assert_eq!(
         std::fs::read_dir(pins.join("datapath/links"))
             .unwrap()

@@ -7,6 +7,7 @@ use std::io::Read;
 use std::net::{Ipv4Addr, TcpListener, TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
+use berth_kernel_tests::harness::free_port;
 use berth_kernel_tests::test_daemon::TestDaemon;
 use berth_kernel_tests::test_netns::TestNetns;
 
@@ -29,14 +30,6 @@ fn host_port(d: &TestDaemon, container: &str, private: &str) -> Vec<(String, u16
             Some((ip.to_string(), port.parse().ok()?))
         })
         .collect()
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[test]

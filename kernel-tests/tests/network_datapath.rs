@@ -142,6 +142,99 @@ fn same_network_traffic_skips_the_bridge_and_is_counted() {
     );
 }
 
+/// Waits until `ns` has no tentative IPv6 address (duplicate address detection done).
+fn dad_done(ns: &TestNetns) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !ns
+        .ip(&["-6", "addr", "show", "tentative"])
+        .trim()
+        .is_empty()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "IPv6 addresses stay tentative"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn same_network_ipv6_goes_by_the_datapath_too() {
+    let host = TestNetns::create();
+    let (a, b) = (TestNetns::create(), TestNetns::create());
+    let dir = tempfile::tempdir().unwrap();
+    let dp = datapath(&host);
+    let bridge = Bridge::with_datapath(Arc::new(Ipam::open(dir.path()).unwrap()), Arc::clone(&dp));
+    let mut dual = spec("dp6", "10.213.0.0/24");
+    dual.subnets.push(SubnetRequest {
+        subnet: Some("fd00:213::/64".parse().unwrap()),
+        ..Default::default()
+    });
+    let network = host.inside(|| bridge.create(&dual)).unwrap();
+    let ea = join(&host, &bridge, &network, "a", &a);
+    let eb = join(&host, &bridge, &network, "b", &b);
+    let v6 = |e: &Endpoint| {
+        e.addresses
+            .iter()
+            .find(|(ip, _)| ip.is_ipv6())
+            .map(|(ip, _)| *ip)
+            .expect("an IPv6 address")
+    };
+    let (va, vb) = (
+        ea.host_ifname.clone().unwrap(),
+        eb.host_ifname.clone().unwrap(),
+    );
+    // Only the datapath can carry a's packets to b (neighbour discovery included, hence the
+    // static neighbours).
+    for v in [&va, &vb] {
+        host.ip(&[
+            "link",
+            "set",
+            "dev",
+            v,
+            "type",
+            "bridge_slave",
+            "isolated",
+            "on",
+        ]);
+    }
+    a.ip(&[
+        "-6",
+        "neigh",
+        "add",
+        &v6(&eb).to_string(),
+        "lladdr",
+        &mac(&b),
+        "dev",
+        "eth0",
+    ]);
+    b.ip(&[
+        "-6",
+        "neigh",
+        "add",
+        &v6(&ea).to_string(),
+        "lladdr",
+        &mac(&a),
+        "dev",
+        "eth0",
+    ]);
+    dad_done(&a);
+    dad_done(&b);
+    let before = host.inside(|| dp.lock().unwrap().counters(&vb)).unwrap();
+    tcp_echo(&b, &a, SocketAddr::new(v6(&eb), 7201)).unwrap();
+    let after = host.inside(|| dp.lock().unwrap().counters(&vb)).unwrap();
+    assert!(
+        after.rx_packets > before.rx_packets,
+        "{before:?} -> {after:?}"
+    );
+
+    for (e, c) in [(&ea, &a), (&eb, &b)] {
+        host.inside(|| bridge.leave(&network, e, Some(c.file().as_fd())))
+            .unwrap();
+    }
+    host.inside(|| bridge.delete(&network)).unwrap();
+}
+
 #[test]
 fn other_networks_are_unreachable_even_where_the_host_routes() {
     let host = TestNetns::create();

@@ -8,6 +8,7 @@ use std::net::{Ipv4Addr, TcpListener, TcpStream, UdpSocket};
 use std::path::Path;
 
 use berth_bpf::ports::{Binding, Protocol, PublishedPorts, ensure_bpffs, remove_pinned};
+use berth_kernel_tests::harness::free_port;
 use berth_kernel_tests::test_netns::TestNetns;
 
 const CGROUP2: &str = "/sys/fs/cgroup/unified";
@@ -41,14 +42,6 @@ impl Drop for Pins {
         let _ = remove_pinned(&self.path(), cgroup2_root());
         let _ = rustix::mount::unmount(self.dir.path(), rustix::mount::UnmountFlags::DETACH);
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[test]

@@ -161,6 +161,30 @@ impl ContentStore {
     }
 }
 
+/// Makes the file at `tmp` the blob `digest` if what was written hashes to it (durable
+/// first); otherwise removes it.
+fn publish(
+    hasher: Sha256,
+    file: &File,
+    tmp: &Path,
+    store: &ContentStore,
+    digest: &str,
+) -> io::Result<()> {
+    let actual = format!("sha256:{:x}", hasher.finalize());
+    let target = store
+        .path(digest)
+        .ok_or_else(|| io::Error::other(format!("bad digest {digest:?}")))?;
+    if actual != digest {
+        let _ = fs::remove_file(tmp);
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("blob is {actual}, expected {digest}"),
+        ));
+    }
+    file.sync_all().map_err(|e| records::at(e, "fsync", tmp))?;
+    fs::rename(tmp, &target).map_err(|e| records::at(e, "rename", &target))
+}
+
 /// A blob being written; visible only once `commit` found its digest right.
 pub struct BlobWriter {
     file: File,
@@ -188,21 +212,12 @@ impl BlobWriter {
 
     /// Checks the digest, makes the blob durable and visible.
     pub fn commit(mut self, store: &ContentStore, digest: &str) -> io::Result<()> {
-        let actual = format!("sha256:{:x}", std::mem::take(&mut self.hasher).finalize());
-        let target = store
-            .path(digest)
-            .ok_or_else(|| io::Error::other(format!("bad digest {digest:?}")))?;
-        if actual != digest {
-            let _ = fs::remove_file(&self.tmp);
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("blob is {actual}, expected {digest}"),
-            ));
+        let hasher = std::mem::take(&mut self.hasher);
+        let published = publish(hasher, &self.file, &self.tmp, store, digest);
+        if published.is_ok() {
+            self.tmp = PathBuf::new(); // renamed: nothing for Drop to remove
         }
-        self.file.sync_all()?;
-        fs::rename(&self.tmp, &target).map_err(|e| records::at(e, "rename", &target))?;
-        self.tmp = PathBuf::new();
-        Ok(())
+        published
     }
 
     /// The digest of what was written (for blobs whose digest is learnt by writing them).
@@ -257,21 +272,7 @@ impl Ingest {
     /// Checks the digest, makes the blob durable and visible. A wrong digest drops the
     /// ingest, so the next attempt starts over.
     pub fn commit(self, store: &ContentStore, digest: &str) -> io::Result<()> {
-        let actual = format!("sha256:{:x}", self.hasher.finalize());
-        let target = store
-            .path(digest)
-            .ok_or_else(|| io::Error::other(format!("bad digest {digest:?}")))?;
-        if actual != digest {
-            let _ = fs::remove_file(&self.path);
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("blob is {actual}, expected {digest}"),
-            ));
-        }
-        self.file
-            .sync_all()
-            .map_err(|e| records::at(e, "fsync", &self.path))?;
-        fs::rename(&self.path, &target).map_err(|e| records::at(e, "rename", &target))
+        publish(self.hasher, &self.file, &self.path, store, digest)
     }
 }
 

@@ -102,6 +102,27 @@ fn next_location(
     registry.local_path(location)
 }
 
+/// `POST /v2/<path>/blobs/uploads/`: a new upload session.
+async fn open_upload(
+    registry: &Registry,
+    path: &str,
+) -> Result<hyper::Response<hyper::body::Incoming>, RegistryError> {
+    registry
+        .request(
+            Method::POST,
+            &format!("/v2/{path}/blobs/uploads/"),
+            &Payload::Bytes(Bytes::new(), "application/octet-stream".into()),
+        )
+        .await
+}
+
+/// The error for an upload the registry would not open.
+async fn upload_refused(path: &str, resp: hyper::Response<hyper::body::Incoming>) -> RegistryError {
+    let status = resp.status();
+    let body = read_limited(resp, 4096).await.unwrap_or_default();
+    failure(&format!("start an upload to {path}"), status, &body)
+}
+
 /// Uploads one blob unless the registry has it, mounting it from another repository of the
 /// same registry that has it (`mount_from`) rather than sending it again.
 async fn upload(
@@ -154,24 +175,10 @@ async fn upload(
     }
     let start = match start {
         Some(resp) => resp,
-        None => {
-            registry
-                .request(
-                    Method::POST,
-                    &format!("/v2/{path}/blobs/uploads/"),
-                    &empty(),
-                )
-                .await?
-        }
+        None => open_upload(registry, path).await?,
     };
     if start.status() != StatusCode::ACCEPTED {
-        let status = start.status();
-        let body = read_limited(start, 4096).await.unwrap_or_default();
-        return Err(failure(
-            &format!("start an upload to {path}"),
-            status,
-            &body,
-        ));
+        return Err(upload_refused(path, start).await);
     }
     let mut location = next_location(registry, &start)?;
     if blob.size > CHUNK {
@@ -179,21 +186,9 @@ async fn upload(
             // The registry lost the upload (distribution forgets one whose state token went
             // stale with a lost answer): once more from the start.
             Err(RegistryError::NotFound(_)) => {
-                let again = registry
-                    .request(
-                        Method::POST,
-                        &format!("/v2/{path}/blobs/uploads/"),
-                        &empty(),
-                    )
-                    .await?;
+                let again = open_upload(registry, path).await?;
                 if again.status() != StatusCode::ACCEPTED {
-                    let status = again.status();
-                    let body = read_limited(again, 4096).await.unwrap_or_default();
-                    return Err(failure(
-                        &format!("start an upload to {path}"),
-                        status,
-                        &body,
-                    ));
+                    return Err(upload_refused(path, again).await);
                 }
                 let location = next_location(registry, &again)?;
                 upload_chunks(registry, &location, &file, blob, progress).await?

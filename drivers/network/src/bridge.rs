@@ -115,11 +115,17 @@ impl NetworkDriver for Bridge {
                 .map_err(io_err(format!("set {bridge} up")))
         })();
         let made = made.and_then(|()| {
+            let number = network_number(&spec.id);
             for s in &subnets {
-                if let ipnet::IpNet::V4(v4) = s.subnet {
-                    let number = network_number(&spec.id);
-                    self.datapath(|dp| dp.add_subnet(v4.network(), v4.prefix_len(), number))?;
-                }
+                let added = match s.subnet {
+                    ipnet::IpNet::V4(v4) => {
+                        self.datapath(|dp| dp.add_subnet(v4.network(), v4.prefix_len(), number))
+                    }
+                    ipnet::IpNet::V6(v6) => {
+                        self.datapath(|dp| dp.add_subnet6(v6.network(), v6.prefix_len(), number))
+                    }
+                };
+                added?;
             }
             Ok(())
         });
@@ -146,9 +152,14 @@ impl NetworkDriver for Bridge {
         // IPAM first: it refuses while endpoints are left, before anything is torn down.
         self.ipam.delete(&network.id)?;
         for s in &network.subnets {
-            if let ipnet::IpNet::V4(v4) = s.subnet {
-                self.datapath(|dp| dp.remove_subnet(v4.network(), v4.prefix_len()))?;
-            }
+            match s.subnet {
+                ipnet::IpNet::V4(v4) => {
+                    self.datapath(|dp| dp.remove_subnet(v4.network(), v4.prefix_len()))?
+                }
+                ipnet::IpNet::V6(v6) => {
+                    self.datapath(|dp| dp.remove_subnet6(v6.network(), v6.prefix_len()))?
+                }
+            };
         }
         let host = Rtnl::open().map_err(io_err("rtnetlink"))?;
         delete_links(&host, &network.created_links)
@@ -181,12 +192,9 @@ impl NetworkDriver for Bridge {
                 .map_err(io_err(format!("attach {host_ifname} to {bridge}")))?;
             host.set_up(index)
                 .map_err(io_err(format!("set {host_ifname} up")))?;
-            let ipv4 = addresses.iter().find_map(|(ip, _)| match ip {
-                IpAddr::V4(v4) => Some(*v4),
-                IpAddr::V6(_) => None,
-            });
+            let ips: Vec<IpAddr> = addresses.iter().map(|(ip, _)| *ip).collect();
             let number = network_number(&network.id);
-            self.datapath(|dp| dp.attach(&host_ifname, number, ipv4))?;
+            self.datapath(|dp| dp.attach(&host_ifname, number, &ips))?;
             configure_inside(req.netns, req.ifname, &addresses, &gateways)
         })();
         if let Err(e) = joined {
