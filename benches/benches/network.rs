@@ -1,5 +1,8 @@
-//! Container to container TCP throughput on one bridge network: the plain Linux bridge vs
-//! berth's datapath (bpf_redirect_peer between the veths), same run.
+//! Container to container TCP on one bridge network, the plain Linux bridge vs berth's
+//! datapath (bpf_redirect_peer between the veths), same run: throughput, and one-byte round
+//! trips (with loopback inside one namespace as the floor). Docker's own setup (the bridge
+//! with br_netfilter and iptables) is not measured here: loading br_netfilter changes every
+//! bridge on the host.
 //!
 //! Joining a container to a bridge network: berth's bridge driver (one process, rtnetlink:
 //! veth made with its peer already in the container's namespace, bridge port, addresses, up,
@@ -160,5 +163,101 @@ fn throughput(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, join, throughput);
+/// Two containers on one network (through the bridge or the datapath): the namespaces, the
+/// bridge and the server's address, kept alive while the bench runs.
+struct Pair {
+    _host: TestNetns,
+    a: TestNetns,
+    b: TestNetns,
+    _dir: tempfile::TempDir,
+    server: std::net::IpAddr,
+}
+
+fn pair(datapath: bool, subnet: &str) -> Pair {
+    let host = TestNetns::create();
+    let (a, b) = (TestNetns::create(), TestNetns::create());
+    let dir = tempfile::tempdir().unwrap();
+    let ipam = Arc::new(Ipam::open(dir.path()).unwrap());
+    let bridge = if datapath {
+        let dp = host.inside(berth_bpf::Datapath::load).unwrap();
+        Bridge::with_datapath(ipam, Arc::new(std::sync::Mutex::new(dp)))
+    } else {
+        Bridge::new(ipam)
+    };
+    let spec = NetworkSpec {
+        id: "rr".into(),
+        name: "rr".into(),
+        subnets: vec![SubnetRequest {
+            subnet: Some(subnet.parse().unwrap()),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let network = host.inside(|| bridge.create(&spec)).unwrap();
+    let mut server = None;
+    for (id, ns) in [("a", &a), ("b", &b)] {
+        let e = berth_kernel_tests::net_probe::join(&host, &bridge, &network, id, ns).unwrap();
+        server = Some(e.addresses[0].0);
+    }
+    Pair {
+        _host: host,
+        a,
+        b,
+        _dir: dir,
+        server: server.unwrap(),
+    }
+}
+
+/// One-byte request, one-byte answer, on one TCP connection (TCP_NODELAY).
+fn round_trip(c: &mut Criterion) {
+    use std::io::{Read, Write};
+    let mut g = c.benchmark_group("network/tcp round trip 1 byte");
+    g.sample_size(30);
+    for (name, kind) in [
+        ("linux bridge", 0),
+        ("berth datapath (redirect_peer)", 1),
+        ("loopback, one namespace (floor)", 2),
+    ] {
+        let p = pair(kind == 1, "10.214.0.0/24");
+        let (server_ns, client_ns, addr) = if kind == 2 {
+            p.a.ip(&["link", "set", "lo", "up"]);
+            (
+                &p.a,
+                &p.a,
+                std::net::SocketAddr::from(([127, 0, 0, 1], 7401)),
+            )
+        } else {
+            (&p.b, &p.a, std::net::SocketAddr::new(p.server, 7401))
+        };
+        let listener = server_ns
+            .inside(|| std::net::TcpListener::bind(addr))
+            .unwrap();
+        let echo = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            s.set_nodelay(true).unwrap();
+            let mut byte = [0u8; 1];
+            while s.read_exact(&mut byte).is_ok() {
+                if s.write_all(&byte).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut stream = client_ns
+            .inside(|| std::net::TcpStream::connect(addr))
+            .unwrap();
+        stream.set_nodelay(true).unwrap();
+        let mut byte = [1u8; 1];
+        g.bench_function(name, |bench| {
+            bench.iter(|| {
+                stream.write_all(&byte).unwrap();
+                stream.read_exact(&mut byte).unwrap();
+            })
+        });
+        drop(stream);
+        echo.join().unwrap();
+    }
+    g.finish();
+}
+
+criterion_group!(benches, join, throughput, round_trip);
 criterion_main!(benches);

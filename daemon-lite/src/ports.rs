@@ -277,6 +277,9 @@ impl Ports {
             }
         }
         let mut maps = bpf.lock().unwrap_or_else(|p| p.into_inner());
+        // Networks made since (their gateways) are host addresses too: a connection to one
+        // of them on a published port goes to the container as well.
+        let _ = maps.set_host_addresses(&host_addresses());
         for (i, (p, _)) in held.iter().enumerate() {
             if let Err(e) = maps.publish(&Self::bindings(p, container_ip)) {
                 for (p, _) in &held[..i] {

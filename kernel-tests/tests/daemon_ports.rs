@@ -229,6 +229,35 @@ fn outside_clients_reach_published_ports_and_containers_reach_out_masqueraded() 
         })
     });
 
+    // Through the host's address on the default network (its gateway): from the host (the
+    // cgroup programs) and from another container (hairpin: DNAT there and back, masqueraded
+    // so the answer comes back the way it went).
+    let gateway = d
+        .docker_ok(&[
+            "network",
+            "inspect",
+            "-f",
+            "{{(index .IPAM.Config 0).Gateway}}",
+            "bridge",
+        ])
+        .trim()
+        .to_string();
+    let mut c = TcpStream::connect((gateway.as_str(), fixed)).expect("host to gateway:port");
+    let mut got = String::new();
+    c.read_to_string(&mut got).unwrap();
+    assert_eq!(got.trim(), short);
+    let r = d.docker(&[
+        "run",
+        "--rm",
+        "busybox",
+        "nc",
+        "-w",
+        "5",
+        &gateway,
+        &fixed.to_string(),
+    ]);
+    assert_eq!((r.code, r.stdout.trim()), (0, short.as_str()), "{r:?}");
+
     // Out: a container connects to a server outside; the server sees the host's address.
     let (listener, port) = outside.ns.inside(|| {
         let l = TcpListener::bind("198.18.7.2:0").unwrap();

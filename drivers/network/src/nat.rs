@@ -2,7 +2,9 @@
 //! of berth's (`ip <table>`):
 //!
 //! - `subnets`: the container subnets; one `masquerade` rule covers them all (traffic leaving
-//!   them for anywhere but another container subnet);
+//!   them for anywhere but another container subnet), and one more the hairpin case: a
+//!   container reaching a published port through a host address, sent back to a container
+//!   (without it the answer would come straight from the other container's address);
 //! - `ports_tcp`, `ports_udp` (host port → container address . port) and `ports_tcp_addr`,
 //!   `ports_udp_addr` (host address . port → …): `dnat` in prerouting for packets to a local
 //!   address. Connections made on the host itself never pass prerouting; berth-bpf's cgroup
@@ -122,6 +124,7 @@ add rule ip {t} prerouting fib daddr type local dnat ip to ip daddr . udp dport 
 add rule ip {t} prerouting fib daddr type local dnat ip to tcp dport map @ports_tcp
 add rule ip {t} prerouting fib daddr type local dnat ip to udp dport map @ports_udp
 add rule ip {t} postrouting ip saddr @subnets ip daddr != @subnets masquerade
+add rule ip {t} postrouting ct status dnat ip saddr @subnets masquerade
 "
         ))
     }
