@@ -111,32 +111,9 @@ fn throughput(c: &mut Criterion) {
     g.sample_size(10);
     g.throughput(criterion::Throughput::Bytes((CHUNK * PER_ITER) as u64));
     for datapath in [false, true] {
-        let host = TestNetns::create();
-        let (a, b) = (TestNetns::create(), TestNetns::create());
-        let dir = tempfile::tempdir().unwrap();
-        let ipam = Arc::new(Ipam::open(dir.path()).unwrap());
-        let bridge = if datapath {
-            let dp = host.inside(berth_bpf::Datapath::load).unwrap();
-            Bridge::with_datapath(ipam, Arc::new(std::sync::Mutex::new(dp)))
-        } else {
-            Bridge::new(ipam)
-        };
-        let spec = NetworkSpec {
-            id: "tput".into(),
-            name: "tput".into(),
-            subnets: vec![SubnetRequest {
-                subnet: Some("10.213.0.0/24".parse().unwrap()),
-                ..Default::default()
-            }],
-            ..Default::default()
-        };
-        let network = host.inside(|| bridge.create(&spec)).unwrap();
-        let mut ips = Vec::new();
-        for (id, ns) in [("a", &a), ("b", &b)] {
-            let e = berth_kernel_tests::net_probe::join(&host, &bridge, &network, id, ns).unwrap();
-            ips.push(e.addresses[0].0);
-        }
-        let to = std::net::SocketAddr::new(ips[1], 7301);
+        let p = pair(datapath, "10.213.0.0/24");
+        let (a, b) = (&p.a, &p.b);
+        let to = std::net::SocketAddr::new(p.server, 7301);
         let listener = b.inside(|| std::net::TcpListener::bind(to)).unwrap();
         let sink = std::thread::spawn(move || {
             let (mut s, _) = listener.accept().unwrap();
