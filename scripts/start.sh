@@ -13,8 +13,9 @@ fi
 apt-cache show busybox-static >/dev/null 2>&1 || apt-get update -qq
 # Build dependencies: libseccomp (the runtime's filters); libdevmapper-dev, libclang-dev and
 # pkg-config (the devicemapper crate generates its ioctl bindings from the kernel headers);
-# clang and libbpf-dev (the BPF datapath's C programs).
-for p in libseccomp-dev libdevmapper-dev libclang-dev pkg-config clang libbpf-dev; do
+# clang and libbpf-dev (the BPF datapath's C programs); nftables (nft: berthd's outbound NAT
+# and published ports from outside this host).
+for p in libseccomp-dev libdevmapper-dev libclang-dev pkg-config clang libbpf-dev nftables; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$p" >/dev/null
 done

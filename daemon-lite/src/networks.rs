@@ -137,8 +137,16 @@ impl Networks {
             datapath_warning,
             nat,
         };
-        // The table's elements outlive berthd; put back any a lost table misses.
         for r in networks.list() {
+            // A reboot takes the bridges: make them again as they were.
+            if let (true, Some(m)) = (r.driver == "bridge", &r.made) {
+                match networks.bridge.restore(m) {
+                    Ok(true) => tracing::info!("network {}: bridge made again", r.name),
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!("network {}: bridge: {e}", r.name),
+                }
+            }
+            // The table's elements outlive berthd; put back any a lost table misses.
             networks.masquerade(&r, true);
         }
         for (name, driver) in [("none", "null"), ("host", "host"), ("bridge", "bridge")] {

@@ -117,3 +117,39 @@ fn the_datapath_outlives_a_daemon_restart() {
         .unwrap_or(0);
     assert_eq!(links, 0, "pinned links left after the containers went");
 }
+
+#[test]
+fn bridges_lost_with_a_reboot_are_made_again_at_start() {
+    let mut d = TestDaemon::start();
+    d.load_busybox();
+    let bridge = format!("{}r", d.bridge);
+    d.docker_ok(&[
+        "network",
+        "create",
+        "-o",
+        &format!("com.docker.network.bridge.name={bridge}"),
+        "kept",
+    ]);
+    d.docker_ok(&["run", "--rm", "--network", "kept", "busybox", "true"]);
+    // As a reboot would: the daemon gone, and its bridges with it.
+    d.kill9();
+    for link in [bridge.as_str(), d.bridge.as_str()] {
+        let _ = std::process::Command::new("ip")
+            .args(["link", "delete", link])
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+    d.restart();
+    let out = d.docker_ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "kept",
+        "busybox",
+        "echo",
+        "back",
+    ]);
+    assert_eq!(out, "back\n");
+    let out = d.docker_ok(&["run", "--rm", "busybox", "echo", "default too"]);
+    assert_eq!(out, "default too\n");
+}

@@ -63,6 +63,47 @@ pub(crate) fn network_number(id: &str) -> u32 {
     u32::from_str_radix(&tag(&[id])[..8], 16).unwrap_or(1)
 }
 
+impl Bridge {
+    /// Makes `network`'s bridge again if it is gone (a reboot takes every bridge; the network's
+    /// subnets are kept in IPAM): the link, its gateway addresses, the datapath's subnets.
+    /// Whether it had to.
+    pub fn restore(&self, network: &Network) -> Result<bool> {
+        let Some(bridge) = network.interface.as_deref() else {
+            return Ok(false);
+        };
+        let host = Rtnl::open().map_err(io_err("rtnetlink"))?;
+        if host
+            .link_index(bridge)
+            .map_err(io_err(format!("find {bridge}")))?
+            .is_some()
+        {
+            return Ok(false);
+        }
+        host.create_bridge(bridge)
+            .map_err(io_err(format!("create bridge {bridge}")))?;
+        let index = host
+            .link_index(bridge)
+            .map_err(io_err(format!("find {bridge}")))?
+            .ok_or_else(|| Error::NotFound(bridge.to_string()))?;
+        let number = network_number(&network.id);
+        for s in &network.subnets {
+            host.add_address(index, s.gateway, s.subnet.prefix_len())
+                .map_err(io_err(format!("add {} to {bridge}", s.gateway)))?;
+            match s.subnet {
+                ipnet::IpNet::V4(v4) => {
+                    self.datapath(|dp| dp.add_subnet(v4.network(), v4.prefix_len(), number))?;
+                }
+                ipnet::IpNet::V6(v6) => {
+                    self.datapath(|dp| dp.add_subnet6(v6.network(), v6.prefix_len(), number))?;
+                }
+            }
+        }
+        host.set_up(index)
+            .map_err(io_err(format!("set {bridge} up")))?;
+        Ok(true)
+    }
+}
+
 impl NetworkDriver for Bridge {
     fn name(&self) -> &'static str {
         "bridge"
