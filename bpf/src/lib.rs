@@ -141,20 +141,23 @@ fn classifier<'a>(ebpf: &'a mut aya::Ebpf, name: &str) -> Result<&'a mut SchedCl
     ctx!(program.try_into(), "program {name}")
 }
 
+/// The datapath object, loaded by `loader`, with both programs loaded into the kernel.
+fn load_programs(loader: &mut aya::EbpfLoader, object: &[u8]) -> Result<aya::Ebpf> {
+    let mut ebpf = ctx!(loader.load(object), "load the datapath object")?;
+    for (name, _) in PROGRAMS {
+        let program = classifier(&mut ebpf, name)?;
+        ctx!(program.load(), "load program {name}")?;
+    }
+    Ok(ebpf)
+}
+
 impl Datapath {
     /// Loads the programs into the kernel (nothing is attached yet).
     pub fn load() -> Result<Datapath> {
-        let mut ebpf = ctx!(
-            aya::Ebpf::load(aya::include_bytes_aligned!(concat!(
-                env!("OUT_DIR"),
-                "/datapath.o"
-            ))),
-            "load the datapath object"
+        let ebpf = load_programs(
+            &mut aya::EbpfLoader::new(),
+            aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/datapath.o")),
         )?;
-        for (name, _) in PROGRAMS {
-            let program = classifier(&mut ebpf, name)?;
-            ctx!(program.load(), "load program {name}")?;
-        }
         Ok(Datapath {
             ebpf,
             ports: HashMap::new(),
@@ -169,19 +172,10 @@ impl Datapath {
     pub fn load_pinned(dir: &Path) -> Result<Datapath> {
         let links = dir.join("links");
         ctx!(std::fs::create_dir_all(&links), "mkdir {}", links.display())?;
-        let mut ebpf = ctx!(
-            aya::EbpfLoader::new()
-                .map_pin_path(dir)
-                .load(aya::include_bytes_aligned!(concat!(
-                    env!("OUT_DIR"),
-                    "/datapath-pinned.o"
-                ))),
-            "load the datapath object"
+        let ebpf = load_programs(
+            aya::EbpfLoader::new().map_pin_path(dir),
+            aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/datapath-pinned.o")),
         )?;
-        for (name, _) in PROGRAMS {
-            let program = classifier(&mut ebpf, name)?;
-            ctx!(program.load(), "load program {name}")?;
-        }
         let mut dp = Datapath {
             ebpf,
             ports: HashMap::new(),
@@ -203,57 +197,26 @@ impl Datapath {
                 }
             }
         }
-        // Each adopted port's address, from the map (for its clean-up later).
-        let endpoints = dp.map::<u32, EndpointValue>("ENDPOINTS")?;
+        // Entries of ports that are gone go; each adopted port's addresses are kept for its
+        // clean-up later.
+        let adopted = |index: u32| found.contains_key(&index);
         let mut addresses: HashMap<u32, Vec<IpAddr>> = HashMap::new();
-        let mut stale = Vec::new();
-        for (ip, v) in endpoints.iter().flatten() {
-            if found.contains_key(&v.ifindex) {
-                addresses
-                    .entry(v.ifindex)
-                    .or_default()
-                    .push(IpAddr::V4(Ipv4Addr::from(ip.to_ne_bytes())));
-            } else if !ifindex_exists(v.ifindex) {
-                stale.push(ip);
-            }
+        for (ip, index) in
+            dp.prune::<u32, EndpointValue>("ENDPOINTS", |_, v| v.ifindex, &adopted)?
+        {
+            let ip = IpAddr::V4(Ipv4Addr::from(ip.to_ne_bytes()));
+            addresses.entry(index).or_default().push(ip);
         }
-        let mut endpoints = dp.map::<u32, EndpointValue>("ENDPOINTS")?;
-        for ip in stale {
-            let _ = endpoints.remove(&ip);
+        for (ip, index) in
+            dp.prune::<[u8; 16], EndpointValue>("ENDPOINTS6", |_, v| v.ifindex, &adopted)?
+        {
+            addresses
+                .entry(index)
+                .or_default()
+                .push(IpAddr::V6(Ipv6Addr::from(ip)));
         }
-        let endpoints6 = dp.map::<[u8; 16], EndpointValue>("ENDPOINTS6")?;
-        let mut stale6 = Vec::new();
-        for (ip, v) in endpoints6.iter().flatten() {
-            if found.contains_key(&v.ifindex) {
-                addresses
-                    .entry(v.ifindex)
-                    .or_default()
-                    .push(IpAddr::V6(Ipv6Addr::from(ip)));
-            } else if !ifindex_exists(v.ifindex) {
-                stale6.push(ip);
-            }
-        }
-        let mut endpoints6 = dp.map::<[u8; 16], EndpointValue>("ENDPOINTS6")?;
-        for ip in stale6 {
-            let _ = endpoints6.remove(&ip);
-        }
-        for map in ["PORTS", "COUNTERS"] {
-            let keys: Vec<u32> = if map == "PORTS" {
-                dp.map::<u32, PortValue>(map)?.keys().flatten().collect()
-            } else {
-                dp.map::<u32, Counters>(map)?.keys().flatten().collect()
-            };
-            for k in keys
-                .into_iter()
-                .filter(|k| !found.contains_key(k) && !ifindex_exists(*k))
-            {
-                if map == "PORTS" {
-                    let _ = dp.map::<u32, PortValue>(map)?.remove(&k);
-                } else {
-                    let _ = dp.map::<u32, Counters>(map)?.remove(&k);
-                }
-            }
-        }
+        dp.prune::<u32, PortValue>("PORTS", |k, _| *k, &adopted)?;
+        dp.prune::<u32, Counters>("COUNTERS", |k, _| *k, &adopted)?;
         for (index, links) in found {
             dp.ports.insert(
                 index,
@@ -264,6 +227,31 @@ impl Datapath {
             );
         }
         Ok(dp)
+    }
+
+    /// Removes the entries of map `name` whose port (`port_of`) is neither adopted nor still
+    /// there; the adopted ones' keys and ports.
+    fn prune<K: aya::Pod, V: aya::Pod>(
+        &mut self,
+        name: &str,
+        port_of: impl Fn(&K, &V) -> u32,
+        adopted: &dyn Fn(u32) -> bool,
+    ) -> Result<Vec<(K, u32)>> {
+        let mut kept = Vec::new();
+        let mut gone = Vec::new();
+        for (k, v) in self.map::<K, V>(name)?.iter().flatten() {
+            let port = port_of(&k, &v);
+            if adopted(port) {
+                kept.push((k, port));
+            } else if !ifindex_exists(port) {
+                gone.push(k);
+            }
+        }
+        let mut map = self.map::<K, V>(name)?;
+        for k in gone {
+            let _ = map.remove(&k);
+        }
+        Ok(kept)
     }
 
     fn map<K: aya::Pod, V: aya::Pod>(
