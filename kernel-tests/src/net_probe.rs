@@ -96,3 +96,27 @@ pub fn udp_echo(server: &TestNetns, client: &TestNetns, addr: SocketAddr) {
     echo.join().unwrap();
     assert_eq!(got, b"ping");
 }
+
+/// The BPF programs on interface `ifname`'s tc hooks (in the caller's namespace), by name:
+/// ingress ones, then egress ones.
+pub fn tc_programs(ifname: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    for hook in ["ingress", "egress"] {
+        let out = std::process::Command::new("tc")
+            .args(["filter", "show", "dev", ifname, hook])
+            .output()
+            .expect("tc");
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            // "filter protocol all pref 49152 bpf chain 0 handle 0x1 NAME direct-action …"
+            let words: Vec<&str> = line.split_whitespace().collect();
+            if let Some(i) = words.iter().position(|w| *w == "handle") {
+                if words.contains(&"bpf") {
+                    if let Some(name) = words.get(i + 2) {
+                        names.push(name.to_string());
+                    }
+                }
+            }
+        }
+    }
+    names
+}

@@ -112,10 +112,11 @@ fn the_datapath_outlives_a_daemon_restart() {
 
     // The new daemon takes the old containers' ports off when they go.
     d.docker_ok(&["rm", "-f", "srv", "talker", "stranger"]);
-    let links = std::fs::read_dir(d.bpf_pin_dir().join("datapath/links"))
-        .map(|r| r.count())
-        .unwrap_or(0);
-    assert_eq!(links, 0, "pinned links left after the containers went");
+    assert_eq!(
+        berth_bpf::Datapath::pinned_entries(&d.bpf_pin_dir().join("datapath")).unwrap(),
+        0,
+        "datapath entries left after the containers went"
+    );
 }
 
 #[test]

@@ -1,18 +1,32 @@
 //! 200 containers join a user-defined network (20 of them with a published port) and leave
 //! it; afterwards nothing is left: no port on the bridge, no address in IPAM, no datapath map
-//! entry or pinned link, no published-port entry, no nftables element.
+//! entry, no published-port entry, no nftables element.
 
 use berth_kernel_tests::test_daemon::TestDaemon;
 
 const CONTAINERS: usize = 200;
 const PUBLISHED: usize = 20;
 
-fn bridge_ports(bridge: &str) -> usize {
+fn bridge_port_names(bridge: &str) -> Vec<String> {
     let out = std::process::Command::new("ip")
         .args(["-o", "link", "show", "master", bridge])
         .output()
         .expect("ip");
-    String::from_utf8_lossy(&out.stdout).lines().count()
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .map(|n| {
+            n.trim_end_matches(':')
+                .split('@')
+                .next()
+                .unwrap_or(n)
+                .to_string()
+        })
+        .collect()
+}
+
+fn bridge_ports(bridge: &str) -> usize {
+    bridge_port_names(bridge).len()
 }
 
 fn nft_elements(table: &str) -> String {
@@ -53,12 +67,17 @@ fn two_hundred_containers_join_and_leave_and_leave_nothing() {
     }
     assert_eq!(bridge_ports(&bridge), CONTAINERS);
     let pins = d.bpf_pin_dir();
+    for port in bridge_port_names(&bridge) {
+        assert_eq!(
+            berth_kernel_tests::net_probe::tc_programs(&port),
+            ["from_container", "to_container"],
+            "the datapath's two programs on {port}, nothing else"
+        );
+    }
     assert_eq!(
-        std::fs::read_dir(pins.join("datapath/links"))
-            .unwrap()
-            .count(),
-        CONTAINERS * 2,
-        "two programs per port"
+        berth_bpf::Datapath::pinned_entries(&pins.join("datapath")).unwrap(),
+        CONTAINERS * 3,
+        "a port, its counters and one address per container"
     );
     assert!(
         nft_elements(&d.bridge).contains("elements"),
@@ -76,13 +95,6 @@ fn two_hundred_containers_join_and_leave_and_leave_nothing() {
     d.eventually("every veth leaves the bridge", || {
         bridge_ports(&bridge) == 0
     });
-    assert_eq!(
-        std::fs::read_dir(pins.join("datapath/links"))
-            .unwrap()
-            .count(),
-        0,
-        "pinned links left"
-    );
     assert_eq!(
         berth_bpf::Datapath::pinned_entries(&pins.join("datapath")).unwrap(),
         0,
