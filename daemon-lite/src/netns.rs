@@ -3,10 +3,17 @@
 //! under the exec root, its loopback brought up by the network driver, handed to the runtime
 //! by path, and dropped by unmounting the file once the container is gone.
 
+use std::collections::HashSet;
 use std::fs::File;
 use std::io;
-use std::path::Path;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
+use berth_network::Prepared;
+
+use crate::networks::Warmer;
 use crate::records;
 
 /// Makes a new network namespace and binds it to `path`.
@@ -50,23 +57,36 @@ pub fn open(path: &Path) -> io::Result<File> {
 
 /// Network namespaces made ahead of the containers that will take them (DESIGN §1): a start
 /// takes one (its loopback already up) instead of spending ~1 ms making it, and a thread of
-/// the pool makes the next one meanwhile. A taken namespace stays bound where the pool made it;
-/// the container's bundle links to it, and [`remove`] follows the link.
+/// the pool makes the next one meanwhile. Some are readied for the default network too (a
+/// [`Warmer`]'s veth on its bridge with the datapath's programs), so a container on it only
+/// gets its address, route and map entries. A taken namespace stays bound where the pool made
+/// it; the container's bundle links to it, and [`remove`] follows the link.
 pub struct Pool {
-    dir: std::path::PathBuf,
-    ready: std::sync::Mutex<Vec<std::path::PathBuf>>,
+    dir: PathBuf,
+    ready: Mutex<Ready>,
     size: usize,
-    filling: std::sync::atomic::AtomicBool,
+    filling: AtomicBool,
+}
+
+#[derive(Default)]
+struct Ready {
+    /// Loopback up, nothing else.
+    plain: Vec<PathBuf>,
+    /// Readied for `warmer`'s network.
+    warm: Vec<(PathBuf, Prepared)>,
+    warmer: Option<Warmer>,
+}
+
+/// A namespace taken from the pool, with what was readied in it for the network asked for.
+pub struct Taken {
+    pub path: PathBuf,
+    pub prepared: Option<Prepared>,
 }
 
 impl Pool {
-    /// A pool of `size` namespaces under `dir`. Entries of an earlier daemon that no
-    /// container in `in_use` holds are dropped.
-    pub fn open(
-        dir: &Path,
-        size: usize,
-        in_use: &std::collections::HashSet<std::path::PathBuf>,
-    ) -> io::Result<Pool> {
+    /// A pool of `size` namespaces (and as many readied for the default network) under `dir`.
+    /// Entries of an earlier daemon that no container in `in_use` holds are dropped.
+    pub fn open(dir: &Path, size: usize, in_use: &HashSet<PathBuf>) -> io::Result<Pool> {
         std::fs::create_dir_all(dir).map_err(|e| records::at(e, "mkdir", dir))?;
         for entry in std::fs::read_dir(dir)?.flatten() {
             let path = entry.path();
@@ -77,53 +97,137 @@ impl Pool {
         }
         Ok(Pool {
             dir: dir.to_path_buf(),
-            ready: std::sync::Mutex::new(Vec::new()),
+            ready: Mutex::new(Ready::default()),
             size,
-            filling: std::sync::atomic::AtomicBool::new(false),
+            filling: AtomicBool::new(false),
         })
     }
 
-    /// A ready namespace, if there is one.
-    pub fn take(&self) -> Option<std::path::PathBuf> {
-        self.ready.lock().unwrap_or_else(|p| p.into_inner()).pop()
+    fn ready(&self) -> std::sync::MutexGuard<'_, Ready> {
+        self.ready.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Makes namespaces until the pool is full, in a thread of its own (one at a time).
-    pub fn refill(self: &std::sync::Arc<Self>) {
-        use std::sync::atomic::Ordering;
-        if self.size == 0 || self.filling.swap(true, Ordering::AcqRel) {
+    /// A ready namespace, readied for `network_id` if there is one such.
+    pub fn take(&self, network_id: Option<&str>) -> Option<Taken> {
+        let mut ready = self.ready();
+        let warm_for = ready.warmer.as_ref().map(|w| w.network_id().to_string());
+        if network_id.is_some() && network_id == warm_for.as_deref() {
+            if let Some((path, prepared)) = ready.warm.pop() {
+                return Some(Taken {
+                    path,
+                    prepared: Some(prepared),
+                });
+            }
+        }
+        ready.plain.pop().map(|path| Taken {
+            path,
+            prepared: None,
+        })
+    }
+
+    /// Makes namespaces until the pool is full, in a thread of its own (one at a time); with
+    /// `warmer`, readied ones for its network too (those of another network are dropped).
+    pub fn refill(self: &Arc<Self>, warmer: Option<Warmer>) {
+        if self.size == 0 {
+            return;
+        }
+        let stale = {
+            let mut ready = self.ready();
+            let same = match (&ready.warmer, &warmer) {
+                (Some(old), Some(new)) => old.network_id() == new.network_id(),
+                (None, None) => true,
+                _ => false,
+            };
+            if same {
+                Vec::new()
+            } else {
+                let old = std::mem::replace(&mut ready.warmer, warmer);
+                let stale = std::mem::take(&mut ready.warm);
+                stale.into_iter().map(|w| (old.clone(), w)).collect()
+            }
+        };
+        for (warmer, (path, prepared)) in stale {
+            if let Some(w) = warmer {
+                w.discard(prepared);
+            }
+            remove(&path);
+        }
+        if self.filling.swap(true, Ordering::AcqRel) {
             return;
         }
         let pool = self.clone();
         std::thread::spawn(move || {
-            loop {
-                if pool.ready.lock().unwrap_or_else(|p| p.into_inner()).len() >= pool.size {
-                    break;
-                }
-                let path = match crate::names::new_id() {
-                    Ok(id) => pool.dir.join(&id[..16]),
-                    Err(_) => break,
-                };
-                match create(&path).and_then(|()| loopback_up(&path)) {
-                    Ok(()) => pool
-                        .ready
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push(path),
-                    Err(e) => {
-                        tracing::warn!("network namespace pool: {e}");
-                        remove(&path);
-                        break;
-                    }
-                }
+            if let Err(e) = pool.fill() {
+                tracing::warn!("network namespace pool: {e}");
             }
             pool.filling.store(false, Ordering::Release);
         });
     }
 
+    fn fill(&self) -> io::Result<()> {
+        loop {
+            let (plain, warm, warmer) = {
+                let ready = self.ready();
+                (ready.plain.len(), ready.warm.len(), ready.warmer.clone())
+            };
+            // Plain ones first: every start can use those.
+            let warmer = match warmer {
+                _ if plain < self.size => None,
+                Some(w) if warm < self.size => Some(w),
+                _ => return Ok(()),
+            };
+            let key = &crate::names::new_id()?[..16];
+            let path = self.dir.join(key);
+            let made = create(&path).and_then(|()| match &warmer {
+                None => loopback_up(&path).map(|()| None),
+                Some(w) => {
+                    let ns = open(&path)?;
+                    w.prepare(ns.as_fd(), key)
+                        .map(Some)
+                        .map_err(|e| io::Error::other(format!("ready {}: {e}", path.display())))
+                }
+            });
+            match made {
+                Ok(None) => self.ready().plain.push(path),
+                Ok(Some(prepared)) => {
+                    let mut ready = self.ready();
+                    // The warmer may have changed meanwhile: keep only what it would make.
+                    if ready.warmer.as_ref().map(|w| w.network_id()) == Some(prepared.network_id())
+                    {
+                        ready.warm.push((path, prepared));
+                    } else {
+                        drop(ready);
+                        if let Some(w) = warmer {
+                            w.discard(prepared);
+                        }
+                        remove(&path);
+                    }
+                }
+                Err(e) => {
+                    remove(&path);
+                    return Err(e);
+                }
+            }
+        }
+    }
+
     /// Drops the namespaces still waiting (daemon shutdown).
     pub fn drain(&self) {
-        for path in std::mem::take(&mut *self.ready.lock().unwrap_or_else(|p| p.into_inner())) {
+        let (plain, warm, warmer) = {
+            let mut ready = self.ready();
+            (
+                std::mem::take(&mut ready.plain),
+                std::mem::take(&mut ready.warm),
+                ready.warmer.clone(),
+            )
+        };
+        for path in plain {
+            remove(&path);
+        }
+        for (path, prepared) in warm {
+            if let Some(w) = &warmer {
+                w.discard(prepared);
+            }
             remove(&path);
         }
     }
@@ -132,7 +236,6 @@ impl Pool {
 /// Brings the namespace's loopback up (berth-network's `none` driver does exactly that).
 pub fn loopback_up(path: &Path) -> io::Result<()> {
     use berth_network::NetworkDriver;
-    use std::os::fd::AsFd;
     let ns = open(path)?;
     let network = berth_network::NoneDriver
         .create(&berth_network::NetworkSpec {

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use berth_network::ipam::{Ipam, SubnetRequest};
 use berth_network::{
-    Bridge, Endpoint, EndpointRequest, Macvlan, Network, NetworkDriver, NetworkSpec,
+    Bridge, Endpoint, EndpointRequest, Macvlan, Network, NetworkDriver, NetworkSpec, Prepared,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -62,10 +62,35 @@ pub struct Attachment {
     pub endpoint: Option<Endpoint>,
 }
 
+/// Readies network namespaces for one bridge network ahead of the containers that will take
+/// them (a veth on the bridge with the datapath's programs: see `netns::Pool`).
+#[derive(Clone)]
+pub struct Warmer {
+    bridge: Arc<Bridge>,
+    network: Network,
+}
+
+impl Warmer {
+    pub fn network_id(&self) -> &str {
+        &self.network.id
+    }
+
+    pub fn prepare(&self, netns: BorrowedFd<'_>, key: &str) -> berth_network::Result<Prepared> {
+        self.bridge
+            .prepare(&self.network, netns, key)?
+            .ok_or_else(|| berth_network::Error::Invalid("nothing to prepare".into()))
+    }
+
+    /// Lets go of a prepared namespace that is going away unused.
+    pub fn discard(&self, prepared: Prepared) {
+        self.bridge.discard(prepared)
+    }
+}
+
 pub struct Networks {
     dir: PathBuf,
     records: Mutex<BTreeMap<String, NetworkRecord>>,
-    bridge: Bridge,
+    bridge: Arc<Bridge>,
     macvlan: Macvlan,
     /// The default network's bridge (Docker's docker0; `--bridge`).
     bridge_name: String,
@@ -131,7 +156,7 @@ impl Networks {
         let networks = Networks {
             dir: dir.to_path_buf(),
             records: Mutex::new(map),
-            bridge,
+            bridge: Arc::new(bridge),
             macvlan: Macvlan::new(ipam),
             bridge_name: bridge_name.to_string(),
             datapath_warning,
@@ -211,7 +236,7 @@ impl Networks {
 
     fn driver(&self, name: &str) -> Option<&dyn NetworkDriver> {
         match name {
-            "bridge" => Some(&self.bridge),
+            "bridge" => Some(self.bridge.as_ref()),
             "macvlan" => Some(&self.macvlan),
             "null" => Some(&berth_network::NoneDriver),
             "host" => Some(&berth_network::HostDriver),
@@ -394,7 +419,9 @@ impl Networks {
         Ok((updated, made))
     }
 
-    /// Connects the container whose namespace is `netns` as `ifname`.
+    /// Connects the container whose namespace is `netns` as `ifname`; in a namespace a
+    /// [`Warmer`] readied for this network, with what it `prepared` there.
+    #[allow(clippy::too_many_arguments)]
     pub fn join(
         &self,
         network_id: &str,
@@ -403,23 +430,40 @@ impl Networks {
         ifname: &str,
         static_ips: &[IpAddr],
         default_route: bool,
+        prepared: Option<Prepared>,
     ) -> ApiResult<Endpoint> {
         let (r, made) = self.made(network_id)?;
         let driver = self.driver(&r.driver).ok_or_else(|| {
             ApiError::internal(format!("network {}: no driver {}", r.name, r.driver))
         })?;
-        driver
-            .join(
-                &made,
-                &EndpointRequest {
-                    id: endpoint_id,
-                    netns,
-                    ifname,
-                    static_ips,
-                    default_route: default_route && !r.internal,
-                },
-            )
-            .map_err(|e| ApiError::bad_request(format!("join network {}: {e}", r.name)))
+        let request = EndpointRequest {
+            id: endpoint_id,
+            netns,
+            ifname,
+            static_ips,
+            default_route: default_route && !r.internal,
+        };
+        match prepared {
+            Some(p) => driver.join_prepared(&made, p, &request),
+            None => driver.join(&made, &request),
+        }
+        .map_err(|e| ApiError::bad_request(format!("join network {}: {e}", r.name)))
+    }
+
+    /// Lets go of what was prepared in a namespace that goes away unused.
+    pub fn discard(&self, prepared: Prepared) {
+        self.bridge.discard(prepared)
+    }
+
+    /// What readies namespaces for the default network ahead of its containers, once its
+    /// bridge exists (it is made at the first container's start).
+    pub fn default_warmer(&self) -> Option<Warmer> {
+        let r = self.find("bridge")?;
+        let network = r.made.filter(|_| r.driver == "bridge")?;
+        Some(Warmer {
+            bridge: self.bridge.clone(),
+            network,
+        })
     }
 
     /// Disconnects; `netns` when the namespace lives on (connect/disconnect in place).

@@ -188,6 +188,15 @@ impl TestDaemon {
         }
     }
 
+    /// Stops the daemon as an operator would (SIGTERM), waiting for it to exit.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let _ = c.wait();
+        }
+    }
+
     /// Starts the daemon again on the same root.
     pub fn restart(&mut self) {
         self.kill9();
@@ -324,11 +333,7 @@ impl Drop for TestDaemon {
             }
             let _ = self.docker(&["network", "prune", "-f"]);
         }
-        if let Some(mut c) = self.child.take() {
-            // SAFETY: kill(2) on our own child's pid.
-            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-            let _ = c.wait();
-        }
+        self.stop();
         // The published-port programs outlive the daemon (pinned): take them off.
         if let Some(root) = berth_daemon::ports::cgroup2_root() {
             let _ = berth_bpf::ports::remove_pinned(&self.bpf_pin_dir().join("ports"), root);

@@ -295,7 +295,7 @@ pub async fn connect(
         let (id, ips, nid) = (h.id.clone(), attachment.static_ips.clone(), r.id.clone());
         let endpoint = tokio::task::spawn_blocking(move || {
             d2.networks
-                .join(&nid, &id, ns.as_fd(), &ifname, &ips, false)
+                .join(&nid, &id, ns.as_fd(), &ifname, &ips, false, None)
         })
         .await
         .map_err(|e| ApiError::internal(e.to_string()))??;

@@ -146,7 +146,9 @@ fn run(args: Args) -> Result<(), String> {
         .map_err(|e| format!("start the async runtime: {e}"))?;
     rt.block_on(async move {
         berth_daemon::containers::lifecycle::reconcile(&daemon);
-        daemon.netns_pool.refill();
+        daemon
+            .netns_pool
+            .refill(daemon.networks.default_warmer());
         berth_daemon::dns::serve_networks(&daemon).await;
         if let Some(dir) = socket.parent() {
             std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;

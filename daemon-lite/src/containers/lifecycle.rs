@@ -424,20 +424,42 @@ fn spawn_in(
     let hostname = spec::hostname(&record.id, &record.config);
     let host_network = record.host_config.opt_str("NetworkMode") == Some("host");
     let netns_path = bundle.join("netns");
+    let order = if host_network {
+        Vec::new()
+    } else {
+        network_order(record)
+    };
+    let mut prepared = None;
     if !host_network {
         netns::remove(&netns_path);
-        match d.netns_pool.take() {
-            Some(ready) => std::os::unix::fs::symlink(&ready, &netns_path)
-                .map_err(|e| records::at(e, "link", &netns_path))?,
+        let primary = order
+            .first()
+            .and_then(|name| record.networks.get(name))
+            .map(|a| a.network_id.as_str());
+        match d.netns_pool.take(primary) {
+            Some(taken) => {
+                if let Err(e) = std::os::unix::fs::symlink(&taken.path, &netns_path) {
+                    if let Some(p) = taken.prepared {
+                        d.networks.discard(p);
+                    }
+                    netns::remove(&taken.path);
+                    return Err(records::at(e, "link", &netns_path).into());
+                }
+                prepared = taken.prepared;
+            }
             None => {
                 netns::create(&netns_path)?;
                 netns::loopback_up(&netns_path)
                     .map_err(|e| ApiError::internal(format!("container {}: {e}", record.id)))?;
             }
         }
-        d.netns_pool.refill();
     }
-    let networks = join_networks(d, record, &netns_path, host_network)?;
+    let networks = join_networks(d, record, &netns_path, &order, prepared);
+    if !host_network {
+        // After the join: the default network's bridge exists from its first container on.
+        d.netns_pool.refill(d.networks.default_warmer());
+    }
+    let networks = networks?;
     let published = publish_ports(d, record, &networks, host_network).inspect_err(|_| {
         leave_networks(d, &networks);
     })?;
@@ -615,25 +637,35 @@ fn publish_ports(
         .map_err(|e| ApiError::internal(format!("container {}: {e}", record.id)))
 }
 
-/// Joins the container's networks in order (the one of its `NetworkMode` first: it gives the
-/// default route); on an error, what was joined is left again.
-fn join_networks(
-    d: &Daemon,
-    record: &Record,
-    netns_path: &Path,
-    host_network: bool,
-) -> ApiResult<BTreeMap<String, Attachment>> {
-    let mut joined = record.networks.clone();
-    if host_network || joined.is_empty() {
-        return Ok(joined);
-    }
+/// The container's networks in the order they are joined: the one of its `NetworkMode` first
+/// (it gives the default route).
+fn network_order(record: &Record) -> Vec<String> {
     let mode = record
         .host_config
         .opt_str("NetworkMode")
         .unwrap_or("default");
-    let primary = if mode == "default" { "bridge" } else { mode }.to_string();
-    let mut order: Vec<String> = joined.keys().cloned().collect();
-    order.sort_by_key(|n| *n != primary);
+    let primary = if mode == "default" { "bridge" } else { mode };
+    let mut order: Vec<String> = record.networks.keys().cloned().collect();
+    order.sort_by_key(|n| n != primary);
+    order
+}
+
+/// Joins the container's networks in `order`, the first in what the pool `prepared` for it,
+/// if anything; on an error, what was joined is left again.
+fn join_networks(
+    d: &Daemon,
+    record: &Record,
+    netns_path: &Path,
+    order: &[String],
+    mut prepared: Option<berth_network::Prepared>,
+) -> ApiResult<BTreeMap<String, Attachment>> {
+    let mut joined = record.networks.clone();
+    if order.is_empty() {
+        if let Some(p) = prepared {
+            d.networks.discard(p);
+        }
+        return Ok(joined);
+    }
     let ns = netns::open(netns_path)?;
     use std::os::fd::AsFd;
     for (i, name) in order.iter().enumerate() {
@@ -645,6 +677,7 @@ fn join_networks(
             &format!("eth{i}"),
             &attachment.static_ips,
             i == 0,
+            prepared.take(),
         );
         match result {
             Ok(endpoint) => {

@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use berth_bpf::Datapath;
 
 use crate::driver::{
-    Endpoint, EndpointRequest, Network, NetworkDriver, NetworkSpec, allocate_addresses,
-    check_ifname, configure_inside, delete_links, tag,
+    Endpoint, EndpointRequest, Network, NetworkDriver, NetworkSpec, Prepared, allocate_addresses,
+    check_ifname, configure_inside, configure_link, delete_links, loopback_up, tag,
 };
 use crate::error::{Error, Result, io_err};
 use crate::ipam::{Ipam, SubnetRequest};
@@ -55,6 +55,57 @@ impl Bridge {
         f(&mut dp)
             .map(Some)
             .map_err(|e| Error::io("datapath", std::io::Error::other(e.to_string())))
+    }
+}
+
+/// The container side's name in a prepared namespace (a container's first network is `eth0`,
+/// so a join rarely renames it).
+const PREPARED_IFNAME: &str = "eth0";
+
+impl Bridge {
+    /// `network`'s bridge: its name and index here.
+    fn bridge_of(host: &Rtnl, network: &Network) -> Result<(String, u32)> {
+        let bridge = network
+            .interface
+            .as_deref()
+            .ok_or_else(|| Error::Invalid(format!("network {} has no bridge", network.name)))?;
+        let index = host
+            .link_index(bridge)
+            .map_err(io_err(format!("find {bridge}")))?
+            .ok_or_else(|| Error::NotFound(format!("bridge {bridge}")))?;
+        Ok((bridge.to_string(), index))
+    }
+
+    /// A veth `host_ifname` on the bridge `bridge_index`, up, its peer `ifname` made directly
+    /// in `netns`.
+    fn add_port(
+        host: &Rtnl,
+        bridge: (&str, u32),
+        host_ifname: &str,
+        netns: BorrowedFd<'_>,
+        ifname: &str,
+    ) -> Result<()> {
+        host.create_veth(host_ifname, ifname, netns)
+            .map_err(io_err(format!(
+                "create veth {host_ifname} with {ifname} in the container"
+            )))?;
+        let index = host
+            .link_index(host_ifname)
+            .map_err(io_err(format!("find {host_ifname}")))?
+            .ok_or_else(|| Error::NotFound(host_ifname.to_string()))?;
+        host.set_controller(index, bridge.1)
+            .map_err(io_err(format!("attach {host_ifname} to {}", bridge.0)))?;
+        host.set_up(index)
+            .map_err(io_err(format!("set {host_ifname} up")))
+    }
+
+    /// Undoes a failed join: the datapath's port, the veth, the addresses.
+    fn undo_join(&self, host: &Rtnl, network: &Network, endpoint_id: &str, host_ifname: &str) {
+        let _ = self.datapath(|dp| dp.detach(host_ifname));
+        if let Ok(Some(i)) = host.link_index(host_ifname) {
+            let _ = host.delete_link(i);
+        }
+        let _ = self.ipam.release(&network.id, endpoint_id);
     }
 }
 
@@ -208,42 +259,25 @@ impl NetworkDriver for Bridge {
 
     fn join(&self, network: &Network, req: &EndpointRequest<'_>) -> Result<Endpoint> {
         check_ifname(req.ifname)?;
-        let bridge = network
-            .interface
-            .as_deref()
-            .ok_or_else(|| Error::Invalid(format!("network {} has no bridge", network.name)))?;
         let host_ifname = format!("veth{}", &tag(&[&network.id, req.id])[..11]);
-        let (addresses, gateways) = allocate_addresses(&self.ipam, network, req)?;
         let host = Rtnl::open().map_err(io_err("rtnetlink"))?;
+        let (bridge, bridge_index) = Self::bridge_of(&host, network)?;
+        let (addresses, gateways) = allocate_addresses(&self.ipam, network, req)?;
         let joined = (|| {
-            let bridge_index = host
-                .link_index(bridge)
-                .map_err(io_err(format!("find {bridge}")))?
-                .ok_or_else(|| Error::NotFound(format!("bridge {bridge}")))?;
-            host.create_veth(&host_ifname, req.ifname, req.netns)
-                .map_err(io_err(format!(
-                    "create veth {host_ifname} with {} in the container",
-                    req.ifname
-                )))?;
-            let index = host
-                .link_index(&host_ifname)
-                .map_err(io_err(format!("find {host_ifname}")))?
-                .ok_or_else(|| Error::NotFound(host_ifname.clone()))?;
-            host.set_controller(index, bridge_index)
-                .map_err(io_err(format!("attach {host_ifname} to {bridge}")))?;
-            host.set_up(index)
-                .map_err(io_err(format!("set {host_ifname} up")))?;
+            Self::add_port(
+                &host,
+                (&bridge, bridge_index),
+                &host_ifname,
+                req.netns,
+                req.ifname,
+            )?;
             let ips: Vec<IpAddr> = addresses.iter().map(|(ip, _)| *ip).collect();
             let number = network_number(&network.id);
             self.datapath(|dp| dp.attach(&host_ifname, number, &ips))?;
             configure_inside(req.netns, req.ifname, &addresses, &gateways)
         })();
         if let Err(e) = joined {
-            let _ = self.datapath(|dp| dp.detach(&host_ifname));
-            if let Ok(Some(i)) = host.link_index(&host_ifname) {
-                let _ = host.delete_link(i);
-            }
-            let _ = self.ipam.release(&network.id, req.id);
+            self.undo_join(&host, network, req.id, &host_ifname);
             return Err(e);
         }
         Ok(Endpoint {
@@ -253,6 +287,107 @@ impl NetworkDriver for Bridge {
             addresses,
             gateways,
         })
+    }
+
+    fn prepare(
+        &self,
+        network: &Network,
+        netns: BorrowedFd<'_>,
+        key: &str,
+    ) -> Result<Option<Prepared>> {
+        let host_ifname = format!("veth{}", &tag(&[&network.id, "prepared", key])[..11]);
+        let host = Rtnl::open().map_err(io_err("rtnetlink"))?;
+        let (bridge, bridge_index) = Self::bridge_of(&host, network)?;
+        let made = (|| {
+            Self::add_port(
+                &host,
+                (&bridge, bridge_index),
+                &host_ifname,
+                netns,
+                PREPARED_IFNAME,
+            )?;
+            self.datapath(|dp| dp.prepare(&host_ifname))?;
+            let inside = Rtnl::open_in(netns).map_err(io_err("rtnetlink in the namespace"))?;
+            let index_inside = inside
+                .link_index(PREPARED_IFNAME)
+                .map_err(io_err(format!("find {PREPARED_IFNAME} in the namespace")))?
+                .ok_or_else(|| Error::NotFound(format!("{PREPARED_IFNAME} in the namespace")))?;
+            loopback_up(&inside)?;
+            Ok(Prepared {
+                network_id: network.id.clone(),
+                host_ifname: host_ifname.clone(),
+                ifname: PREPARED_IFNAME.into(),
+                index_inside,
+                inside,
+            })
+        })();
+        if made.is_err() {
+            let _ = self.datapath(|dp| dp.detach(&host_ifname));
+            if let Ok(Some(i)) = host.link_index(&host_ifname) {
+                let _ = host.delete_link(i);
+            }
+        }
+        made.map(Some)
+    }
+
+    fn join_prepared(
+        &self,
+        network: &Network,
+        prepared: Prepared,
+        req: &EndpointRequest<'_>,
+    ) -> Result<Endpoint> {
+        let host = Rtnl::open().map_err(io_err("rtnetlink"))?;
+        let host_ifname = prepared.host_ifname.clone();
+        let joined = (|| {
+            check_ifname(req.ifname)?;
+            if prepared.network_id != network.id {
+                return Err(Error::Invalid(format!(
+                    "{host_ifname} was prepared for network {}, not {}",
+                    prepared.network_id, network.id
+                )));
+            }
+            let (addresses, gateways) = allocate_addresses(&self.ipam, network, req)?;
+            let configured = (|| {
+                if req.ifname != prepared.ifname {
+                    prepared
+                        .inside
+                        .set_name(prepared.index_inside, req.ifname)
+                        .map_err(io_err(format!(
+                            "rename {} to {} in the container",
+                            prepared.ifname, req.ifname
+                        )))?;
+                }
+                let ips: Vec<IpAddr> = addresses.iter().map(|(ip, _)| *ip).collect();
+                let number = network_number(&network.id);
+                self.datapath(|dp| dp.attach(&host_ifname, number, &ips))?;
+                configure_link(
+                    &prepared.inside,
+                    prepared.index_inside,
+                    req.ifname,
+                    &addresses,
+                    &gateways,
+                )
+            })();
+            configured.map(|()| (addresses, gateways))
+        })();
+        match joined {
+            Ok((addresses, gateways)) => Ok(Endpoint {
+                id: req.id.to_string(),
+                ifname: req.ifname.to_string(),
+                host_ifname: Some(host_ifname),
+                addresses,
+                gateways,
+            }),
+            Err(e) => {
+                // Releasing an address never allocated is a no-op.
+                self.undo_join(&host, network, req.id, &host_ifname);
+                Err(e)
+            }
+        }
+    }
+
+    fn discard(&self, prepared: Prepared) {
+        let _ = self.datapath(|dp| dp.detach(&prepared.host_ifname));
     }
 
     fn leave(

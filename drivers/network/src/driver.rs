@@ -63,6 +63,42 @@ pub struct Endpoint {
     pub gateways: Vec<IpAddr>,
 }
 
+/// What a driver readied ahead in a namespace for a container yet to come
+/// ([`NetworkDriver::prepare`]): kept by the caller with that namespace, then handed to
+/// [`NetworkDriver::join_prepared`], or to [`NetworkDriver::discard`] when the namespace goes
+/// unused.
+pub struct Prepared {
+    pub(crate) network_id: String,
+    /// The host side of the link made ahead.
+    pub(crate) host_ifname: String,
+    /// The container side's name as made (renamed at the join if another is asked for).
+    pub(crate) ifname: String,
+    pub(crate) index_inside: u32,
+    /// A netlink socket inside the namespace, so the join needs no thread to enter it.
+    pub(crate) inside: Rtnl,
+}
+
+impl Prepared {
+    /// The network it was readied for.
+    pub fn network_id(&self) -> &str {
+        &self.network_id
+    }
+
+    pub fn host_ifname(&self) -> &str {
+        &self.host_ifname
+    }
+}
+
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prepared")
+            .field("network_id", &self.network_id)
+            .field("host_ifname", &self.host_ifname)
+            .field("ifname", &self.ifname)
+            .finish_non_exhaustive()
+    }
+}
+
 /// One interface for every driver. A driver works in the calling thread's network namespace
 /// (the host's, for a daemon).
 pub trait NetworkDriver: Send + Sync {
@@ -75,6 +111,35 @@ pub trait NetworkDriver: Send + Sync {
 
     /// Connects the container whose namespace `request.netns` is.
     fn join(&self, network: &Network, request: &EndpointRequest<'_>) -> Result<Endpoint>;
+
+    /// Readies the namespace `netns` to join `network` later: whatever does not depend on the
+    /// container is done ahead (a bridge's veth on the bridge, up, with the datapath's programs
+    /// on it), so the join itself is an address, a route and map entries. `key` tells prepared
+    /// namespaces apart. `None` when the driver has nothing worth doing ahead.
+    fn prepare(
+        &self,
+        _network: &Network,
+        _netns: BorrowedFd<'_>,
+        _key: &str,
+    ) -> Result<Option<Prepared>> {
+        Ok(None)
+    }
+
+    /// [`NetworkDriver::join`] in a namespace [`NetworkDriver::prepare`] readied
+    /// (`request.netns`). On an error what was prepared is undone too.
+    fn join_prepared(
+        &self,
+        network: &Network,
+        prepared: Prepared,
+        request: &EndpointRequest<'_>,
+    ) -> Result<Endpoint> {
+        self.discard(prepared);
+        self.join(network, request)
+    }
+
+    /// Lets go of what was prepared in a namespace that is going away unused (its links go
+    /// with it).
+    fn discard(&self, _prepared: Prepared) {}
 
     /// Disconnects an endpoint. `netns` is the container's namespace when it lives on (its
     /// interface is removed); `None` when the namespace is going away, which removes the
@@ -175,6 +240,25 @@ pub(crate) fn configure_inside(
         .link_index(ifname)
         .map_err(io_err(format!("find {ifname} in the container")))?
         .ok_or_else(|| Error::NotFound(format!("{ifname} in the container")))?;
+    loopback_up(&inside)?;
+    configure_link(&inside, index, ifname, addresses, gateways)
+}
+
+pub(crate) fn loopback_up(inside: &Rtnl) -> Result<()> {
+    if let Some(lo) = inside.link_index("lo").map_err(io_err("find lo"))? {
+        inside.set_up(lo).map_err(io_err("set lo up"))?;
+    }
+    Ok(())
+}
+
+/// The container's interface `index` (`ifname`): addresses, up, default routes.
+pub(crate) fn configure_link(
+    inside: &Rtnl,
+    index: u32,
+    ifname: &str,
+    addresses: &[(IpAddr, u8)],
+    gateways: &[IpAddr],
+) -> Result<()> {
     for (ip, prefix) in addresses {
         inside
             .add_address(index, *ip, *prefix)
@@ -185,9 +269,6 @@ pub(crate) fn configure_inside(
     inside
         .set_up(index)
         .map_err(io_err(format!("set {ifname} up in the container")))?;
-    if let Some(lo) = inside.link_index("lo").map_err(io_err("find lo"))? {
-        inside.set_up(lo).map_err(io_err("set lo up"))?;
-    }
     for gw in gateways {
         match inside.add_default_route(*gw) {
             Ok(()) => {}

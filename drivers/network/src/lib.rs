@@ -18,7 +18,7 @@ mod netlink;
 mod simple;
 
 pub use bridge::{BRIDGE_NAME_OPTION, Bridge};
-pub use driver::{Endpoint, EndpointRequest, Network, NetworkDriver, NetworkSpec};
+pub use driver::{Endpoint, EndpointRequest, Network, NetworkDriver, NetworkSpec, Prepared};
 pub use error::{Error, Result};
 pub use macvlan::{MODE_OPTION, Macvlan, PARENT_OPTION};
 pub use simple::{HostDriver, NoneDriver};

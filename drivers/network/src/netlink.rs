@@ -206,6 +206,14 @@ impl Rtnl {
         self.ack(RouteNetlinkMessage::SetLink(msg), 0)
     }
 
+    /// Renames link `index` (it must be down).
+    pub fn set_name(&self, index: u32, name: &str) -> io::Result<()> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        msg.attributes.push(LinkAttribute::IfName(name.to_string()));
+        self.ack(RouteNetlinkMessage::SetLink(msg), 0)
+    }
+
     pub fn set_up(&self, index: u32) -> io::Result<()> {
         let mut msg = LinkMessage::default();
         msg.header.index = index;
