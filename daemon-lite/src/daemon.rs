@@ -159,7 +159,11 @@ impl Daemon {
                 nat.clone(),
                 &config.bpf_pin_dir.join("datapath"),
             )?,
-            ports: crate::ports::Ports::open(&config.bpf_pin_dir.join("ports"), nat),
+            ports: crate::ports::Ports::open(
+                &config.bpf_pin_dir.join("ports"),
+                nat,
+                &config.exec_root.join("cgroup2"),
+            ),
             dns: crate::dns::Resolver::new(config.dns_upstream.clone()),
             netns_pool: Arc::new(crate::netns::Pool::open(
                 &config.exec_root.join("netns"),

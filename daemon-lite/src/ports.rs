@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::OwnedFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use std::sync::Arc;
@@ -168,13 +168,41 @@ pub struct Ports {
     reserved: Mutex<BTreeMap<String, Reservation>>,
 }
 
-/// The root of the cgroup v2 hierarchy: `/sys/fs/cgroup` (pure v2) or the hybrid layout's
-/// `/sys/fs/cgroup/unified`.
-pub fn cgroup2_root() -> Option<&'static Path> {
-    ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
-        .into_iter()
-        .map(Path::new)
-        .find(|p| p.join("cgroup.procs").exists() && is_cgroup2(p))
+/// Where the cgroup v2 hierarchy's root is mounted: `/sys/fs/cgroup` (pure v2), the hybrid
+/// layout's `/sys/fs/cgroup/unified`, or wherever mountinfo shows one.
+pub fn cgroup2_root() -> Option<PathBuf> {
+    let unified = berth_runtime::cgroups::Layout::detect().ok()?.unified?;
+    (unified.root == Path::new("/") && is_cgroup2(&unified.mountpoint))
+        .then_some(unified.mountpoint)
+}
+
+/// The cgroup v2 hierarchy's root; on a host that mounts only v1 hierarchies, berthd mounts it
+/// at `fallback` (the kernel always has it, and its root holds every process no one moved, as
+/// on a hybrid host): published ports work on pure cgroup v1 too.
+fn cgroup2_root_or_mount(fallback: &Path) -> Result<PathBuf, String> {
+    if let Some(root) = cgroup2_root() {
+        return Ok(root);
+    }
+    std::fs::create_dir_all(fallback).map_err(|e| format!("mkdir {}: {e}", fallback.display()))?;
+    use rustix::mount::{MountFlags, mount};
+    mount(
+        "cgroup2",
+        fallback,
+        "cgroup2",
+        MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
+        None,
+    )
+    .map_err(|e| {
+        format!(
+            "this host mounts no cgroup v2 hierarchy, and mounting one on {} failed: {e}",
+            fallback.display()
+        )
+    })?;
+    tracing::info!(
+        "no cgroup v2 hierarchy was mounted: mounted one on {} for published ports",
+        fallback.display()
+    );
+    Ok(fallback.to_path_buf())
 }
 
 fn is_cgroup2(p: &Path) -> bool {
@@ -182,13 +210,13 @@ fn is_cgroup2(p: &Path) -> bool {
 }
 
 impl Ports {
-    /// The programs from `pin_dir` (on a bpffs), attached unless they are already; without
+    /// The programs from `pin_dir` (on a bpffs), attached to the cgroup v2 root (mounted on
+    /// `cgroup2_fallback` where the host has none mounted) unless they are already; without
     /// them ports cannot be published, which is said when one is asked.
-    pub fn open(pin_dir: &Path, nat: Option<Arc<Nat>>) -> Ports {
+    pub fn open(pin_dir: &Path, nat: Option<Arc<Nat>>, cgroup2_fallback: &Path) -> Ports {
         let opened = (|| {
-            let root = cgroup2_root()
-                .ok_or("published ports need a cgroup v2 hierarchy (pure v2, or the hybrid layout's unified mount)")?;
-            let mut ports = PublishedPorts::open(pin_dir, root).map_err(|e| e.to_string())?;
+            let root = cgroup2_root_or_mount(cgroup2_fallback)?;
+            let mut ports = PublishedPorts::open(pin_dir, &root).map_err(|e| e.to_string())?;
             let _ = ports.set_host_addresses(&host_addresses());
             Ok::<_, String>(ports)
         })();

@@ -23,6 +23,8 @@ pub struct TestDaemon {
     flags: Vec<String>,
     /// The network namespace berthd runs in (the host's if `None`).
     netns: Option<String>,
+    /// berthd runs in a mount namespace without the cgroup2 mounts: a pure cgroup v1 host.
+    cgroup_v1_only: bool,
 }
 
 /// A finished CLI command.
@@ -62,6 +64,30 @@ impl TestDaemon {
         d
     }
 
+    /// A daemon that sees the host as pure cgroup v1: it runs in a mount namespace of its own
+    /// where this hybrid host's cgroup2 mounts are unmounted. Its bpffs is mounted here first,
+    /// so its pins stay reachable (and removable) from the test.
+    pub fn start_on_cgroup_v1(flags: &[&str]) -> TestDaemon {
+        let mut d = Self::new(None, flags);
+        assert!(
+            !cgroup2_mounts().is_empty() && !cgroup2_mounts().contains(&"/sys/fs/cgroup".into()),
+            "a cgroup v1 view needs a hybrid host (v1 controllers plus a cgroup2 mount)"
+        );
+        let bpffs = d.dir.path().join("bpf");
+        std::fs::create_dir_all(&bpffs).expect("mkdir bpf");
+        rustix::mount::mount(
+            "bpf",
+            &bpffs,
+            "bpf",
+            rustix::mount::MountFlags::empty(),
+            None,
+        )
+        .expect("mount a bpffs");
+        d.cgroup_v1_only = true;
+        d.spawn();
+        d
+    }
+
     /// With more berthd flags (`--registry-mirror URL`, …).
     pub fn start_with_flags(storage_driver: Option<&str>, flags: &[&str]) -> TestDaemon {
         let mut d = Self::new(storage_driver, flags);
@@ -84,6 +110,7 @@ impl TestDaemon {
             bridge,
             flags: flags.iter().map(|f| f.to_string()).collect(),
             netns: None,
+            cgroup_v1_only: false,
         }
     }
 
@@ -157,6 +184,9 @@ impl TestDaemon {
                 None
             }
         };
+        if self.cgroup_v1_only {
+            hide_cgroup2(&mut cmd);
+        }
         let child = cmd.spawn().expect("spawn berthd");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -321,6 +351,52 @@ impl TestDaemon {
     }
 }
 
+/// Where this host mounts cgroup2 hierarchies.
+fn cgroup2_mounts() -> Vec<PathBuf> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| {
+            l.split_once(" - ")
+                .is_some_and(|(_, fs)| fs.starts_with("cgroup2 "))
+        })
+        .filter_map(|l| l.split(' ').nth(4).map(PathBuf::from))
+        .collect()
+}
+
+/// Starts `cmd` in a mount namespace of its own without the cgroup2 mounts.
+fn hide_cgroup2(cmd: &mut Command) {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::process::CommandExt;
+    let mounts: Vec<std::ffi::CString> = cgroup2_mounts()
+        .iter()
+        .map(|p| std::ffi::CString::new(p.as_os_str().as_bytes()).expect("path"))
+        .collect();
+    // SAFETY: only unshare, mount and umount2 (async-signal-safe) between fork and exec, on
+    // strings made before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::unshare(libc::CLONE_NEWNS) != 0
+                || libc::mount(
+                    c"none".as_ptr(),
+                    c"/".as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_REC | libc::MS_PRIVATE,
+                    std::ptr::null(),
+                ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            for m in &mounts {
+                if libc::umount2(m.as_ptr(), libc::MNT_DETACH) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+}
+
 impl Drop for TestDaemon {
     fn drop(&mut self) {
         if self.child.is_none() {
@@ -336,7 +412,7 @@ impl Drop for TestDaemon {
         self.stop();
         // The published-port programs outlive the daemon (pinned): take them off.
         if let Some(root) = berth_daemon::ports::cgroup2_root() {
-            let _ = berth_bpf::ports::remove_pinned(&self.bpf_pin_dir().join("ports"), root);
+            let _ = berth_bpf::ports::remove_pinned(&self.bpf_pin_dir().join("ports"), &root);
         }
         crate::harness::unmount_under(self.dir.path());
         // So do its nftables table (named as its bridge) and the default network's bridge

@@ -102,7 +102,7 @@ fn two_hundred_containers_join_and_leave_and_leave_nothing() {
     );
     let mut published = berth_bpf::ports::PublishedPorts::open(
         &pins.join("ports"),
-        berth_daemon::ports::cgroup2_root().unwrap(),
+        &berth_daemon::ports::cgroup2_root().unwrap(),
     )
     .unwrap();
     assert_eq!(published.count().unwrap(), 0, "published-port entries left");

@@ -118,7 +118,7 @@ fn a_published_port_answers_on_the_host() {
     d.docker_ok(&["rm", "-f", "web"]);
     let mut maps = berth_bpf::ports::PublishedPorts::open(
         &d.bpf_pin_dir().join("ports"),
-        berth_daemon::ports::cgroup2_root().unwrap(),
+        &berth_daemon::ports::cgroup2_root().unwrap(),
     )
     .unwrap();
     assert_eq!(maps.count().unwrap(), 0, "map entries left after rm");
@@ -281,4 +281,38 @@ fn outside_clients_reach_published_ports_and_containers_reach_out_masqueraded() 
     assert_eq!(r.code, 0, "{r:?}");
     let (peer, said) = server.join().unwrap();
     assert_eq!((peer.as_str(), said.as_str()), ("198.18.7.1", "out\n"));
+}
+
+/// On a host that mounts only cgroup v1 hierarchies, berthd mounts the cgroup v2 hierarchy
+/// itself (the kernel always has it) and publishes ports through it as on any other host.
+#[test]
+fn ports_are_published_on_a_pure_cgroup_v1_host() {
+    let d = TestDaemon::start_on_cgroup_v1(&[]);
+    d.load_busybox();
+    d.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "v1",
+        "-p",
+        "127.0.0.1::80",
+        "busybox",
+        "nc",
+        "-ll",
+        "-p",
+        "80",
+        "-e",
+        "echo",
+        "on v1",
+    ]);
+    let ports = host_port(&d, "v1", "80/tcp");
+    assert_eq!(ports.len(), 1, "{ports:?}");
+    d.eventually("the published port answers", || {
+        ask(ports[0].1).is_ok_and(|s| s == "on v1")
+    });
+    assert!(
+        d.log().contains("mounted one on"),
+        "berthd did not say it mounted the v2 hierarchy:\n{}",
+        d.log()
+    );
 }

@@ -187,7 +187,7 @@ fn main() {
         },
         Some("unpin") => match (args.get(2), berth_daemon::ports::cgroup2_root()) {
             (Some(dir), Some(root)) => {
-                berth_bpf::ports::remove_pinned(std::path::Path::new(dir), root)
+                berth_bpf::ports::remove_pinned(std::path::Path::new(dir), &root)
                     .map_err(std::io::Error::other)
             }
             _ => Err(std::io::Error::other(
