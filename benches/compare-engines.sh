@@ -5,13 +5,15 @@
 #   sudo bash benches/compare-engines.sh               # 30 runs each, 100 concurrent, 200 idle
 #   sudo bash benches/compare-engines.sh --runs 50 --concurrent 100 --idle 200
 #
-# 1. `run --rm --network none busybox true`, wall time (hyperfine, interleaved warmups);
+# 1. `run --rm busybox true`, wall time (hyperfine, warmups), with `--network none` and on the
+#    default bridge network: the difference is what joining a network costs each engine;
 # 2. 100 `run -d` then `rm -f`, 16 clients at a time: containers per second;
 # 3. memory per idle container: N `sleep` containers, the engine's added PSS (daemon growth +
 #    monitors / containerd-shims), per container.
-# dockerd runs with --bridge=none --iptables=false --ip6tables=false: it touches no host
-# network and no firewall rule. Both daemons use temporary roots and sockets and are stopped
-# and removed at the end. Results: target/bench/engines.{md,json}.
+# Each daemon runs in a network namespace of its own made here (its bridge, dockerd's iptables
+# rules and berthd's nftables table live there and go with it): nothing touches the host's
+# network or firewall. Both use temporary roots and sockets and are stopped and removed at
+# the end. Results: target/bench/engines.{md,json}.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -47,6 +49,7 @@ work=$(mktemp -d /tmp/engines.XXXXXX)
 B="unix://$work/berth.sock"
 D="unix://$work/docker.sock"
 berthd_pid= dockerd_pid=
+ns_berth=berth-bench-b$$ ns_docker=berth-bench-d$$
 
 cleanup() {
   set +e
@@ -55,15 +58,20 @@ cleanup() {
   [ -n "$berthd_pid" ] && kill "$berthd_pid" && wait "$berthd_pid"
   [ -n "$dockerd_pid" ] && kill "$dockerd_pid" && wait "$dockerd_pid"
   grep -o " $work[^ ]*" /proc/self/mountinfo | sort -r | xargs -r -n1 umount -l 2>/dev/null
+  ip netns del "$ns_berth" 2>/dev/null
+  ip netns del "$ns_docker" 2>/dev/null
   rm -rf "$work"
 }
 trap cleanup EXIT
 
-"$bin/berthd" --root "$work/berth-root" --exec-root "$work/berth-run" -H "$B" >"$work/berthd.log" 2>&1 &
+ip netns add "$ns_berth"
+ip netns add "$ns_docker"
+# nsenter enters the network namespace only and execs: the pid is the daemon's.
+nsenter --net="/run/netns/$ns_berth" "$bin/berthd" --root "$work/berth-root" \
+  --exec-root "$work/berth-run" -H "$B" --bpf-pin-dir "$work/bpf/berth" >"$work/berthd.log" 2>&1 &
 berthd_pid=$!
-dockerd --data-root "$work/docker-root" --exec-root "$work/docker-run" -H "$D" \
-  --pidfile "$work/dockerd.pid" --bridge=none --iptables=false --ip6tables=false \
-  >"$work/dockerd.log" 2>&1 &
+nsenter --net="/run/netns/$ns_docker" dockerd --data-root "$work/docker-root" \
+  --exec-root "$work/docker-run" -H "$D" --pidfile "$work/dockerd.pid" >"$work/dockerd.log" 2>&1 &
 dockerd_pid=$!
 for host in "$B" "$D"; do
   for _ in $(seq 300); do DOCKER_HOST=$host docker version >/dev/null 2>&1 && break; sleep 0.1; done
@@ -72,11 +80,14 @@ done
 dockerd_version=$(DOCKER_HOST=$D docker version --format '{{.Server.Version}}')
 echo "berthd $(DOCKER_HOST=$B docker version --format '{{.Server.Version}}') vs dockerd $dockerd_version"
 
-# 1. One container, start to exit.
+# 1. One container, start to exit, without a network and on the default bridge.
 hyperfine --style basic --warmup 3 --runs "$runs" --export-json "$out/engines-run.json" \
-  -n "berth CLI → berthd" "$bin/berth -H $B run --rm --network none busybox true" \
-  -n "docker CLI → berthd" "docker -H $B run --rm --network none busybox true" \
-  -n "docker CLI → dockerd $dockerd_version" "docker -H $D run --rm --network none busybox true"
+  -n "berth CLI → berthd, none" "$bin/berth -H $B run --rm --network none busybox true" \
+  -n "docker CLI → berthd, none" "docker -H $B run --rm --network none busybox true" \
+  -n "docker CLI → dockerd, none" "docker -H $D run --rm --network none busybox true" \
+  -n "berth CLI → berthd, bridge" "$bin/berth -H $B run --rm busybox true" \
+  -n "docker CLI → berthd, bridge" "docker -H $B run --rm busybox true" \
+  -n "docker CLI → dockerd, bridge" "docker -H $D run --rm busybox true"
 
 # 2. Many at once: N `run -d`, 16 clients, then `rm -f` of them all.
 throughput() { # host, cli
@@ -123,15 +134,18 @@ import json, sys
 out, br, dr, bi, di, n, idle, dv = sys.argv[1:]
 runs = json.load(open(f"{out}/engines-run.json"))["results"]
 med = {r["command"]: r["median"] for r in runs}
-names = [r["command"] for r in runs]
-docker = med[names[-1]]
 lines = ["| what | berthd | dockerd " + dv + " | ratio |", "|---|---|---|---|"]
-for n_ in names[:-1]:
-    lines.append(f"| `run --rm --network none busybox true`, {n_} (median) | {med[n_]*1000:.1f} ms | {docker*1000:.1f} ms | {med[n_]/docker:.3f}× |")
+for net, what in [("none", "`run --rm --network none busybox true`"), ("bridge", "`run --rm busybox true` (default bridge)")]:
+    docker = med[f"docker CLI → dockerd, {net}"]
+    for cli in ["berth CLI", "docker CLI"]:
+        b = med[f"{cli} → berthd, {net}"]
+        lines.append(f"| {what}, {cli} (median) | {b*1000:.1f} ms | {docker*1000:.1f} ms | {b/docker:.3f}× |")
+join = {e: med[f"docker CLI → {e}, bridge"] - med[f"docker CLI → {e}, none"] for e in ["berthd", "dockerd"]}
+lines.append(f"| joining the default bridge (bridge − none, Docker CLI) | {join['berthd']*1000:.1f} ms | {join['dockerd']*1000:.1f} ms | {join['berthd']/join['dockerd']:.3f}× |")
 lines.append(f"| `run -d` ×{n}, 16 clients | {br}/s | {dr}/s | {float(br)/float(dr):.1f}× |")
 lines.append(f"| engine PSS per idle container (×{idle}) | {bi} KiB | {di} KiB | {float(bi)/float(di):.3f}× |")
 open(f"{out}/engines.md", "w").write("\n".join(lines) + "\n")
-json.dump({"run_median_s": med, "run_d_per_s": {"berthd": float(br), "dockerd": float(dr)},
+json.dump({"run_median_s": med, "join_s": join, "run_d_per_s": {"berthd": float(br), "dockerd": float(dr)},
            "idle_pss_kib": {"berthd": float(bi), "dockerd": float(di)}}, open(f"{out}/engines.json", "w"), indent=1)
 print("\n".join(lines))
 PY
