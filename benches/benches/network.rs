@@ -1,8 +1,9 @@
 //! Container to container TCP on one bridge network, same run: the plain Linux bridge, the
 //! bridge as Docker sets it up (br_netfilter on, so bridged packets go through iptables, with
 //! dockerd's chains and rules for one network), and berth's datapath (bpf_redirect_peer
-//! between the veths): throughput (with the CPU the whole machine spent per GiB, printed) and
-//! one-byte round trips (with loopback inside one namespace as the floor). The bridge lives in
+//! between the veths): throughput (with the CPU the whole machine spent per GiB, printed),
+//! small datagrams (the per-packet cost, where skipping the bridge shows) and one-byte round
+//! trips (with loopback inside one namespace as the floor). The bridge lives in
 //! a network namespace made here, so br_netfilter's setting and the rules are that
 //! namespace's alone (both are per namespace).
 //!
@@ -228,6 +229,61 @@ fn throughput(c: &mut Criterion) {
     g.finish();
 }
 
+/// Small UDP datagrams from container a to container b, per setup: the cost of one packet's
+/// way (a veth send runs the whole delivery, bridge or redirect, in the sender's softirq, so
+/// the sender's time is the path's). The CPU spent per million packets is printed.
+fn datagrams(c: &mut Criterion) {
+    const PER_ITER: u64 = 1000;
+    let mut g = c.benchmark_group("network/udp a->b 64-byte datagrams");
+    g.sample_size(30);
+    g.throughput(criterion::Throughput::Elements(PER_ITER));
+    for (name, setup) in SETUPS {
+        let p = pair(setup, "10.215.0.0/24");
+        let to = std::net::SocketAddr::new(p.server, 7501);
+        let receiver = p.b.inside(|| std::net::UdpSocket::bind(to)).unwrap();
+        receiver
+            .set_read_timeout(Some(Duration::from_secs(1)))
+            .unwrap();
+        let drain = std::thread::spawn(move || {
+            let mut buf = [0u8; 64];
+            let mut got = 0u64;
+            // Ends a second after the last datagram.
+            while receiver.recv(&mut buf).is_ok() {
+                got += 1;
+            }
+            got
+        });
+        let sender =
+            p.a.inside(|| {
+                let s = std::net::UdpSocket::bind("0.0.0.0:0")?;
+                s.connect(to)?;
+                Ok::<_, std::io::Error>(s)
+            })
+            .unwrap();
+        let payload = [5u8; 64];
+        let mut sent = 0u64;
+        let cpu_before = cpu_busy();
+        g.bench_function(name, |bench| {
+            bench.iter(|| {
+                for _ in 0..PER_ITER {
+                    sender.send(&payload).unwrap();
+                }
+                sent += PER_ITER;
+            })
+        });
+        let cpu = cpu_busy() - cpu_before;
+        let got = drain.join().unwrap();
+        if sent > 0 {
+            eprintln!(
+                "network/udp a->b 64-byte datagrams/{name}: {:.2} CPU-s per million packets, {:.1}% received",
+                cpu.as_secs_f64() * 1e6 / sent as f64,
+                got as f64 * 100.0 / sent as f64
+            );
+        }
+    }
+    g.finish();
+}
+
 /// Two containers on one network (through the bridge or the datapath): the namespaces, the
 /// bridge and the server's address, kept alive while the bench runs.
 struct Pair {
@@ -399,5 +455,5 @@ fn round_trip(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, join, throughput, round_trip);
+criterion_group!(benches, join, throughput, datagrams, round_trip);
 criterion_main!(benches);
