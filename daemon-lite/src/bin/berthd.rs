@@ -39,7 +39,8 @@ struct Args {
     /// Per-registry CAs and client certificates: DIR/<host[:port]>/*.crt, *.cert + *.key.
     #[arg(long = "registry-certs-dir", default_value = RegistryOptions::DEFAULT_CERTS_DIR)]
     registry_certs_dir: PathBuf,
-    /// Network namespaces kept ready for the next container starts (0: made at each start).
+    /// Network namespaces kept ready for the next container starts, and as many more with a
+    /// veth already on the default network's bridge (0: made at each start).
     #[arg(long = "netns-pool", default_value_t = 4)]
     netns_pool: usize,
     /// Where user networks' resolver asks names that are not containers (IP[:PORT], repeatable;
