@@ -251,14 +251,45 @@ impl Cgroup {
         Ok(())
     }
 
-    /// Moves `pid` into the container's directory in every hierarchy (but the cgroup2 one with
-    /// `born_in_unified`: the process was cloned into it).
-    pub fn add_process(&self, pid: i32, born_in_unified: bool) -> Result<()> {
+    /// Moves `pid` into the container's directory in every hierarchy but the cgroup2 one with
+    /// `born_in_unified` (the process was cloned into it) and the v1 ones with `moved_itself_v1`
+    /// (it went through [`Cgroup::v1_task_files`]).
+    pub fn add_process(
+        &self,
+        pid: i32,
+        born_in_unified: bool,
+        moved_itself_v1: bool,
+    ) -> Result<()> {
         let value = pid.to_string();
-        for d in self.dirs.iter().filter(|d| !(born_in_unified && d.unified)) {
+        let skipped = |d: &&CgroupDir| {
+            if d.unified {
+                born_in_unified
+            } else {
+                moved_itself_v1
+            }
+        };
+        for d in self.dirs.iter().filter(|d| !skipped(d)) {
             write_file(&d.path, "cgroup.procs", &value)?;
         }
         Ok(())
+    }
+
+    /// The `tasks` files of the container's v1 directories, opened for writing by the caller,
+    /// for a single-threaded child to move itself with ([`join_v1_self`]): permission is
+    /// checked with the opener's credentials, so the child may be in a user namespace by then.
+    pub fn v1_task_files(&self) -> Result<Vec<(PathBuf, std::os::fd::OwnedFd)>> {
+        self.dirs
+            .iter()
+            .filter(|d| !d.unified)
+            .map(|d| {
+                let path = d.path.join("tasks");
+                let file = fs::OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .at("cgroup: open", &path)?;
+                Ok((path, std::os::fd::OwnedFd::from(file)))
+            })
+            .collect()
     }
 
     /// Moves `pid` in beside the container's init. On cgroup2 a container that made cgroups
@@ -424,6 +455,20 @@ fn hierarchy_path(mountpoint: &Path, root: &Path, dir: &Path) -> PathBuf {
 }
 
 /// Writes one value into a cgroup file, naming the file and value on error.
+/// Moves the calling process, which must be single-threaded, into the v1 directories whose
+/// `tasks` files are `files`. Writing "0" to `tasks` moves the calling thread alone, and for
+/// that the kernel skips its global lock (`cgroup_threadgroup_rwsem`): a pid written to
+/// `cgroup.procs` takes it, and its first writer after a quiet spell waits for an RCU grace
+/// period (7–20 ms measured here, against ~0.03 ms for this).
+pub(crate) fn join_v1_self(files: &[(PathBuf, std::os::fd::OwnedFd)]) -> Result<()> {
+    for (path, fd) in files {
+        rustix::io::write(fd, b"0")
+            .map_err(io::Error::from)
+            .op(|| format!("cgroup: write \"0\" to {}", path.display()))?;
+    }
+    Ok(())
+}
+
 pub(crate) fn write_file(dir: &Path, file: &str, value: &str) -> Result<()> {
     let path = dir.join(file);
     fs::write(&path, value).op(|| format!("cgroup: write {value:?} to {}", path.display()))

@@ -246,6 +246,19 @@ fn create(rt: &Runtime, id: &str, opts: &CreateOptions, launch: Launch) -> Resul
         .transpose()?;
     let (parent_chan, child_chan) = Channel::pair().op(|| "socketpair".to_string())?;
 
+    // `execCPUAffinity.initial` is the affinity *before* the cgroup: then the init is born
+    // outside it and moved by us, as are inits whose prestart/createRuntime hooks must see them
+    // in their cgroup before they run on, and those behind an intermediate process.
+    let initial_cpus = attributes::cpu_set(process.exec_cpu_affinity().as_ref(), true)?;
+    let runtime_hooks = hooks::any(spec, &[HookPoint::Prestart, HookPoint::CreateRuntime]);
+    let born_in_cgroup = !plan.needs_intermediate() && initial_cpus.is_none();
+    // Otherwise the init moves itself into its v1 cgroups, avoiding the kernel's global lock
+    // (`join_v1_self`); the cgroup2 part it is born in (CLONE_INTO_CGROUP).
+    let cgroup_tasks = if born_in_cgroup && !runtime_hooks {
+        cgroup.v1_task_files()?
+    } else {
+        Vec::new()
+    };
     let args = InitArgs {
         id,
         spec,
@@ -254,6 +267,7 @@ fn create(rt: &Runtime, id: &str, opts: &CreateOptions, launch: Launch) -> Resul
         bundle: &bundle.dir,
         plan: &plan,
         cgroup: &cgroup,
+        cgroup_tasks: &cgroup_tasks,
         console_socket: console.as_ref(),
         console_to_parent: serve_terminal && terminal && console.is_none(),
         runtime_exe,
@@ -282,12 +296,9 @@ fn create(rt: &Runtime, id: &str, opts: &CreateOptions, launch: Launch) -> Resul
     // SAFETY: the runtime is single-threaded when it creates containers (documented on Runtime).
     // The cgroup2 part is entered at birth (CLONE_INTO_CGROUP): no migration, which on a pure
     // v2 host removes the cgroup write from the start path altogether.
-    // `execCPUAffinity.initial` is the affinity *before* the cgroup: then the init is born
-    // outside it and moved, as on v1.
-    let initial_cpus = attributes::cpu_set(process.exec_cpu_affinity().as_ref(), true)?;
     let unified = cgroup
         .unified_dir()
-        .filter(|_| !plan.needs_intermediate() && initial_cpus.is_none())
+        .filter(|_| born_in_cgroup)
         .map(|d| {
             rustix::fs::open(
                 &d.path,
@@ -373,7 +384,7 @@ fn create(rt: &Runtime, id: &str, opts: &CreateOptions, launch: Launch) -> Resul
     };
     let join_cgroup = || {
         move_net_devices()?;
-        cgroup.add_process(init_pid, unified.is_some())?;
+        cgroup.add_process(init_pid, unified.is_some(), !cgroup_tasks.is_empty())?;
         if let Some(adj) = process.oom_score_adj() {
             let path = format!("/proc/{init_pid}/oom_score_adj");
             fs::write(&path, adj.to_string()).op(|| format!("write {adj} to {path}"))?;
@@ -385,7 +396,6 @@ fn create(rt: &Runtime, id: &str, opts: &CreateOptions, launch: Launch) -> Resul
     // prestart and createRuntime hooks see the namespaces and the cgroup before the init goes
     // on; the init's own hooks (createContainer, startContainer) need the state it cannot know
     // (its host pid).
-    let runtime_hooks = hooks::any(spec, &[HookPoint::Prestart, HookPoint::CreateRuntime]);
     let creating = || {
         let mut state = serde_json::to_value(
             Container {
@@ -427,8 +437,9 @@ fn create(rt: &Runtime, id: &str, opts: &CreateOptions, launch: Launch) -> Resul
                 .op(|| "hand an idmapped mount to the container init".to_string())?;
         }
     }
-    // Let the init build its mounts while we move it into its cgroup (the first migration
-    // after a quiet spell waits for an RCU grace period: milliseconds) and write the record.
+    // Let the init build its mounts while we move it into its cgroup where it did not move
+    // itself (a pid written to cgroup.procs may wait for an RCU grace period: milliseconds) and
+    // write the record.
     parent_chan
         .send(&Message::Continue)
         .op(|| "sync with the container init".to_string())?;

@@ -44,6 +44,9 @@ pub(crate) struct InitArgs<'a> {
     pub bundle: &'a Path,
     pub plan: &'a NamespacePlan,
     pub cgroup: &'a Cgroup,
+    /// The v1 `tasks` files the init moves itself through, first thing (empty: the runtime
+    /// moves it).
+    pub cgroup_tasks: &'a [(std::path::PathBuf, OwnedFd)],
     pub console_socket: Option<&'a OwnedFd>,
     /// Foreground `run` with a terminal: the master goes back over the channel.
     pub console_to_parent: bool,
@@ -86,6 +89,10 @@ pub(crate) fn container_init(args: &InitArgs<'_>, chan: &Channel) -> ! {
 fn run(args: &InitArgs<'_>, chan: &Channel) -> Result<Infallible> {
     user_process::reset_signals();
     guard_against_parent_death();
+    if !args.cgroup_tasks.is_empty() {
+        crate::cgroups::join_v1_self(args.cgroup_tasks)?;
+        trace::mark("init: moved itself into its v1 cgroups");
+    }
     // Non-dumpable: other processes (the container's own, once it has any) cannot open
     // /proc/<this>/exe or ptrace us while we still run the runtime's code. But a non-dumpable
     // process's /proc files belong to root, and an unprivileged runtime writes our id maps
