@@ -287,6 +287,15 @@ fn exec_runs_in_the_containers_namespaces_and_cgroup() {
         "sleep 100",
         "sees the container's init: {out}"
     );
+    // In the init's cgroup in every hierarchy (it moved itself into the v1 ones and was born
+    // in the cgroup2 one).
+    let own = rt.ok(&["exec", &id, "cat", "/proc/self/cgroup"]);
+    let init = rt.ok(&["exec", &id, "cat", "/proc/1/cgroup"]);
+    assert_eq!(own, init, "the exec'd process is beside the init");
+    assert!(
+        own.lines().count() > 1,
+        "v1 hierarchies on this host: {own}"
+    );
 
     // Flags after the id, env and cwd and user changes, exit codes.
     let out = rt.output(&[

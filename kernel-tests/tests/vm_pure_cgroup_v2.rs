@@ -130,3 +130,18 @@ fn pause_freezes_through_cgroup_freeze() {
     rt.ok(&["delete", "--force", &id]);
     assert!(rt.leftover_cgroups().is_empty());
 }
+
+#[test]
+#[ignore = "runs inside the VM harness (pure cgroup v2); see runs_in_the_vm"]
+fn exec_is_born_in_the_containers_cgroup() {
+    let rt = Runtime::new();
+    let id = unique("v2exec");
+    rt.create(&id, &Bundle::sh("sleep 100"));
+    rt.ok(&["start", &id]);
+    let own = rt.ok(&["exec", &id, "cat", "/proc/self/cgroup"]);
+    let init = rt.ok(&["exec", &id, "cat", "/proc/1/cgroup"]);
+    assert_eq!(own, init, "the exec'd process is beside the init");
+    assert!(own.starts_with("0::"), "{own}");
+    rt.ok(&["delete", "--force", &id]);
+    assert!(rt.leftover_cgroups().is_empty());
+}

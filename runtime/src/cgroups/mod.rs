@@ -48,6 +48,16 @@ pub struct CgroupDir {
 }
 
 impl CgroupDir {
+    /// Whether a process is in this directory already: born in it (cgroup2) or moved itself
+    /// (v1).
+    fn skipped(&self, born_in_unified: bool, moved_itself_v1: bool) -> bool {
+        if self.unified {
+            born_in_unified
+        } else {
+            moved_itself_v1
+        }
+    }
+
     fn has(&self, subsystem: &str) -> bool {
         self.subsystems.iter().any(|s| s == subsystem)
     }
@@ -261,14 +271,11 @@ impl Cgroup {
         moved_itself_v1: bool,
     ) -> Result<()> {
         let value = pid.to_string();
-        let skipped = |d: &&CgroupDir| {
-            if d.unified {
-                born_in_unified
-            } else {
-                moved_itself_v1
-            }
-        };
-        for d in self.dirs.iter().filter(|d| !skipped(d)) {
+        for d in self
+            .dirs
+            .iter()
+            .filter(|d| !d.skipped(born_in_unified, moved_itself_v1))
+        {
             write_file(&d.path, "cgroup.procs", &value)?;
         }
         Ok(())
@@ -294,10 +301,21 @@ impl Cgroup {
 
     /// Moves `pid` in beside the container's init. On cgroup2 a container that made cgroups
     /// below its own (systemd inside) may not have processes at the top ("no internal
-    /// processes"): there the process joins the init's own cgroup instead.
-    pub fn add_process_beside(&self, pid: i32, init: i32) -> Result<()> {
+    /// processes"): there the process joins the init's own cgroup instead. Skipped as in
+    /// [`Cgroup::add_process`].
+    pub fn add_process_beside(
+        &self,
+        pid: i32,
+        init: i32,
+        born_in_unified: bool,
+        moved_itself_v1: bool,
+    ) -> Result<()> {
         let value = pid.to_string();
-        for d in &self.dirs {
+        for d in self
+            .dirs
+            .iter()
+            .filter(|d| !d.skipped(born_in_unified, moved_itself_v1))
+        {
             match fs::write(d.path.join("cgroup.procs"), &value) {
                 Ok(()) => {}
                 Err(e) if e.raw_os_error() == Some(libc::EBUSY) && d.unified => {

@@ -4,7 +4,7 @@
 //! cgroup, and waits until the program is exec'd.
 
 use std::fs;
-use std::os::fd::{OwnedFd, RawFd};
+use std::os::fd::{AsFd, OwnedFd, RawFd};
 use std::os::linux::fs::MetadataExt;
 use std::path::PathBuf;
 
@@ -83,6 +83,28 @@ impl Container {
             .transpose()?;
         let (parent_chan, child_chan) = Channel::pair().op(|| "socketpair".to_string())?;
         let initial_cpus = attributes::cpu_set(opts.process.exec_cpu_affinity().as_ref(), true)?;
+        // As the init (see create): born in the cgroup2 directory, moved into the v1 ones by
+        // itself, both without the kernel's global lock; with `execCPUAffinity.initial` it
+        // starts outside and we move it.
+        let cgroup = &self.record.cgroup;
+        let (cgroup_tasks, unified) = if initial_cpus.is_none() {
+            let unified = cgroup
+                .unified_dir()
+                .map(|d| {
+                    rustix::fs::open(
+                        &d.path,
+                        rustix::fs::OFlags::PATH
+                            | rustix::fs::OFlags::DIRECTORY
+                            | rustix::fs::OFlags::CLOEXEC,
+                        rustix::fs::Mode::empty(),
+                    )
+                    .at("open", &d.path)
+                })
+                .transpose()?;
+            (cgroup.v1_task_files()?, unified)
+        } else {
+            (Vec::new(), None)
+        };
         let args = ExecArgs {
             process: &opts.process,
             linux: self.record.spec.linux().as_ref(),
@@ -92,6 +114,7 @@ impl Container {
             preserve_fds: opts.preserve_fds as RawFd,
             runtime_exe: crate::process::user_process::runtime_exe()?,
             seccomp: seccomp.as_ref(),
+            cgroup_tasks: &cgroup_tasks,
         };
 
         let switch = pid_ns
@@ -99,7 +122,14 @@ impl Container {
             .map(|fd| NamespaceSwitch::enter(fd, crate::namespaces::NamespaceKind::Pid))
             .transpose()?;
         // SAFETY: the runtime is single-threaded when it forks (documented on Runtime).
-        let forked = unsafe { sys::fork_into(0, None) };
+        let mut forked = unsafe { sys::fork_into(0, unified.as_ref().map(|fd| fd.as_fd())) };
+        let born_in_unified = unified.is_some() && forked.is_ok();
+        if unified.is_some() && matches!(&forked, Err(e) if e.raw_os_error() == Some(libc::EBUSY)) {
+            // Processes may not join a cgroup2 directory whose children hold controllers
+            // (systemd inside): born outside, and moved beside the init below.
+            // SAFETY: as above.
+            forked = unsafe { sys::fork_into(0, None) };
+        }
         if matches!(forked, Ok(Forked::Child)) {
             drop(parent_chan);
             exec_child(&args, &child_chan);
@@ -113,6 +143,14 @@ impl Container {
         let result = initial_cpus
             .map_or(Ok(()), |cpus| {
                 attributes::set_cpu_affinity(Some(pid), &cpus)
+            })
+            .and_then(|()| {
+                self.record.cgroup.add_process_beside(
+                    pid,
+                    self.pid(),
+                    born_in_unified,
+                    !cgroup_tasks.is_empty(),
+                )
             })
             .and_then(|()| self.finish_exec(pid, &parent_chan, opts, seccomp.as_ref()));
         match result {
@@ -135,7 +173,6 @@ impl Container {
         opts: &ExecOptions,
         seccomp: Option<&crate::seccomp::SeccompProgram>,
     ) -> Result<Option<OwnedFd>> {
-        self.record.cgroup.add_process_beside(pid, self.pid())?;
         chan.send(&Message::Continue)
             .op(|| "sync with the exec'd process".to_string())?;
         let mut pty_master = None;

@@ -26,6 +26,9 @@ pub(crate) struct ExecArgs<'a> {
     pub preserve_fds: RawFd,
     pub runtime_exe: user_process::RuntimeExe,
     pub seccomp: Option<&'a crate::seccomp::SeccompProgram>,
+    /// The v1 `tasks` files the process moves itself through, first thing (empty: the runtime
+    /// moves it).
+    pub cgroup_tasks: &'a [(std::path::PathBuf, OwnedFd)],
 }
 
 pub(crate) fn exec_child(args: &ExecArgs<'_>, chan: &Channel) -> ! {
@@ -55,6 +58,7 @@ fn run(args: &ExecArgs<'_>, chan: &Channel) -> Result<Infallible> {
         );
         libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
     }
+    crate::cgroups::join_v1_self(args.cgroup_tasks)?;
     user_process::reset_signals();
     chan.expect(&Message::Continue).map_err(Error::Child)?;
     for (kind, fd) in &args.namespaces {
