@@ -120,3 +120,20 @@ pub fn tc_programs(ifname: &str) -> Vec<String> {
     }
     names
 }
+
+/// The ports of bridge `bridge` (in the caller's namespace): each link's name and whether it
+/// has a carrier (a veth's carrier is its peer being up: a container's, not a waiting one's).
+pub fn bridge_ports(bridge: &str) -> Vec<(String, bool)> {
+    let out = std::process::Command::new("ip")
+        .args(["-o", "link", "show", "master", bridge])
+        .output()
+        .expect("ip");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| {
+            let name = line.split_whitespace().nth(1)?;
+            let name = name.trim_end_matches(':').split('@').next()?.to_string();
+            Some((name, !line.contains("NO-CARRIER")))
+        })
+        .collect()
+}

@@ -778,13 +778,9 @@ fn bridge_networks_connect_containers_by_address() {
     // kernel removes a namespace's veths a little after the namespace goes). What stays is
     // the warm pool's, whose container side is not up yet (no carrier).
     d.eventually("no container's port left on the default bridge", || {
-        let links = std::process::Command::new("ip")
-            .args(["-o", "link", "show", "master", &d.bridge])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&links.stdout)
-            .lines()
-            .all(|l| l.contains("NO-CARRIER"))
+        berth_kernel_tests::net_probe::bridge_ports(&d.bridge)
+            .iter()
+            .all(|(_, carrier)| !carrier)
     });
 }
 

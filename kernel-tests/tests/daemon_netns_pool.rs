@@ -5,24 +5,8 @@
 
 use std::collections::BTreeSet;
 
+use berth_kernel_tests::net_probe::bridge_ports as ports;
 use berth_kernel_tests::test_daemon::TestDaemon;
-
-/// The bridge's ports: (host veth, whether its container side is up).
-fn ports(bridge: &str) -> Vec<(String, bool)> {
-    let out = std::process::Command::new("ip")
-        .args(["-o", "link", "show", "master", bridge])
-        .output()
-        .expect("ip");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|line| {
-            let name = line.split_whitespace().nth(1)?;
-            let name = name.trim_end_matches(':').split('@').next()?.to_string();
-            // A veth whose peer is down has no carrier.
-            Some((name, !line.contains("NO-CARRIER")))
-        })
-        .collect()
-}
 
 /// Ports waiting in the pool (their container side not up yet).
 fn waiting(bridge: &str) -> BTreeSet<String> {

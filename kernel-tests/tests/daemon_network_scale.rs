@@ -8,20 +8,9 @@ const CONTAINERS: usize = 200;
 const PUBLISHED: usize = 20;
 
 fn bridge_port_names(bridge: &str) -> Vec<String> {
-    let out = std::process::Command::new("ip")
-        .args(["-o", "link", "show", "master", bridge])
-        .output()
-        .expect("ip");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(1))
-        .map(|n| {
-            n.trim_end_matches(':')
-                .split('@')
-                .next()
-                .unwrap_or(n)
-                .to_string()
-        })
+    berth_kernel_tests::net_probe::bridge_ports(bridge)
+        .into_iter()
+        .map(|(name, _)| name)
         .collect()
 }
 
