@@ -39,7 +39,7 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
-cargo build --release -q -p berth-daemon -p berth-cli -p berth-kernel-tests
+cargo build --release -q -p berth-daemon -p berth-cli -p berth-kernel-tests -p berth-benches
 bin=$PWD/target/$(rustc -vV | sed -n 's/^host: //p')/release
 "$bin/berth-fixtures" >/dev/null
 image=$PWD/target/fixtures/busybox-docker.tar
@@ -57,6 +57,9 @@ cleanup() {
   [ -n "$dockerd_pid" ] && DOCKER_HOST=$D docker ps -aq | xargs -r -n 50 env DOCKER_HOST=$D docker rm -f >/dev/null 2>&1
   [ -n "$berthd_pid" ] && kill "$berthd_pid" && wait "$berthd_pid"
   [ -n "$dockerd_pid" ] && kill "$dockerd_pid" && wait "$dockerd_pid"
+  # berthd's published-port programs sit on the host's cgroup2 root (cgroups are not per
+  # network namespace) and outlive it by design: take them off before their bpffs goes.
+  "$bin/berth-port-bench" unpin "$work/bpf/berth/ports" 2>/dev/null
   grep -o " $work[^ ]*" /proc/self/mountinfo | sort -r | xargs -r -n1 umount -l 2>/dev/null
   ip netns del "$ns_berth" 2>/dev/null
   ip netns del "$ns_docker" 2>/dev/null

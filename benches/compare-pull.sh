@@ -35,7 +35,7 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
-cargo build --release -q -p berth-daemon -p berth-cli -p berth-kernel-tests
+cargo build --release -q -p berth-daemon -p berth-cli -p berth-kernel-tests -p berth-benches
 bin=$PWD/target/$(rustc -vV | sed -n 's/^host: //p')/release
 "$bin/berth-fixtures" >/dev/null
 "$bin/berth-fixtures" --debian-image >/dev/null
@@ -53,6 +53,9 @@ cleanup() {
   [ -n "$berthd_pid" ] && kill "$berthd_pid" && wait "$berthd_pid"
   [ -n "$dockerd_pid" ] && kill "$dockerd_pid" && wait "$dockerd_pid"
   [ -n "$registry_pid" ] && kill "$registry_pid" && wait "$registry_pid"
+  # berthd's published-port programs and nftables table outlive it by design: remove them.
+  "$bin/berth-port-bench" unpin "$work/bpf/berth/ports" 2>/dev/null
+  nft delete table ip "berthbench$$" 2>/dev/null
   grep -o " $work[^ ]*" /proc/self/mountinfo | sort -r | xargs -r -n1 umount -l 2>/dev/null
   rm -rf "$work"
 }
@@ -70,7 +73,8 @@ http:
 YML
 docker-registry serve "$work/registry.yml" >"$work/registry.log" 2>&1 &
 registry_pid=$!
-"$bin/berthd" --root "$work/berth-root" --exec-root "$work/berth-run" -H "$B" --storage-driver overlay2 >"$work/berthd.log" 2>&1 &
+"$bin/berthd" --root "$work/berth-root" --exec-root "$work/berth-run" -H "$B" --storage-driver overlay2 \
+  --bpf-pin-dir "$work/bpf/berth" --nft-table "berthbench$$" >"$work/berthd.log" 2>&1 &
 berthd_pid=$!
 dockerd --data-root "$work/docker-root" --exec-root "$work/docker-run" -H "$D" \
   --pidfile "$work/dockerd.pid" --bridge=none --iptables=false --ip6tables=false \

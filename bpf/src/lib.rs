@@ -92,9 +92,10 @@ const PROGRAMS: [(&str, TcAttachType); 2] = [
 /// namespace (interface names are looked up there).
 pub struct Datapath {
     ebpf: aya::Ebpf,
-    /// Host veth ifindex → the links made for it, and the container's address.
+    /// Host veth ifindex → the filters this process still owns there, and the container's
+    /// addresses.
     ports: HashMap<u32, Port>,
-    /// Where maps and links are pinned ([`Datapath::load_pinned`]).
+    /// Where the maps are pinned ([`Datapath::load_pinned`]).
     pin_dir: Option<PathBuf>,
 }
 
@@ -211,17 +212,47 @@ impl Datapath {
         }
         dp.prune::<u32, PortValue>("PORTS", |k, _| *k, &adopted)?;
         dp.prune::<u32, Counters>("COUNTERS", |k, _| *k, &adopted)?;
-        for index in found {
+        for index in &found {
             dp.ports.insert(
-                index,
+                *index,
                 Port {
                     links: Vec::new(),
-                    addresses: addresses.remove(&index).unwrap_or_default(),
+                    addresses: addresses.remove(index).unwrap_or_default(),
                     prepared: false,
                 },
             );
         }
+        dp.replace_pinned_links(&found)?;
         Ok(dp)
+    }
+
+    /// An earlier berth pinned each port's tcx links under `<dir>/links`: the adopted ports
+    /// get the filters instead, then the old links are unpinned (which takes them off).
+    fn replace_pinned_links(&mut self, adopted: &std::collections::HashSet<u32>) -> Result<()> {
+        let Some(old) = self.pin_dir.as_ref().map(|d| d.join("links")) else {
+            return Ok(());
+        };
+        let Ok(entries) = std::fs::read_dir(&old) else {
+            return Ok(());
+        };
+        for index in adopted {
+            if let Some(name) = ifname(*index) {
+                let links = self.attach_programs(&name)?;
+                let (kept, handed_over) = self.hand_over(links);
+                if let Some(port) = self.ports.get_mut(index) {
+                    port.links = kept;
+                }
+                handed_over?;
+            }
+        }
+        for entry in entries.flatten() {
+            match aya::programs::links::PinnedLink::from_pin(entry.path()) {
+                Ok(link) => drop(link.unpin()),
+                Err(_) => drop(std::fs::remove_file(entry.path())),
+            }
+        }
+        let _ = std::fs::remove_dir(&old);
+        Ok(())
     }
 
     /// Removes the entries of map `name` whose port (`port_of`) is neither adopted nor still
@@ -263,8 +294,8 @@ impl Datapath {
     /// Puts the programs on the host end `host_ifname` of a veth made ahead of its container
     /// (a warm pool's): the slower part of [`Datapath::attach`], which then only fills the
     /// maps. The filters stay this process's until then (taken off by [`Datapath::detach`] or
-    /// when the datapath is dropped); a crash leaves them to the interface, which goes with
-    /// the pool's namespace.
+    /// when the datapath is dropped); after a crash they stay on the interface until the
+    /// next daemon drops the pool's namespaces, and the veth with them.
     pub fn prepare(&mut self, host_ifname: &str) -> Result<()> {
         let index = ifindex(host_ifname)?;
         if self.ports.contains_key(&index) {
@@ -297,7 +328,7 @@ impl Datapath {
                 self.attach_programs(host_ifname)?
             }
         };
-        let links = self.hand_over(links);
+        let (links, handed_over) = self.hand_over(links);
         self.ports.insert(
             index,
             Port {
@@ -306,7 +337,7 @@ impl Datapath {
                 prepared: false,
             },
         );
-        let filled = (|| {
+        let filled = handed_over.and_then(|()| {
             let mut ports = self.map::<u32, PortValue>("PORTS")?;
             ctx!(
                 ports.insert(index, PortValue { network, pad: 0 }, 0),
@@ -334,7 +365,7 @@ impl Datapath {
                 }
             }
             Ok(())
-        })();
+        });
         if let Err(e) = filled {
             let _ = self.detach_index(index);
             return Err(e);
@@ -375,22 +406,32 @@ impl Datapath {
     /// Where the datapath is pinned, gives a port's filters to its interface: they stay when
     /// this process goes (a restarted daemon adopts the port through the pinned maps). An
     /// unpinned datapath keeps them, and they go with it.
+    /// A link that cannot be handed over stays owned (returned) with the error: the caller
+    /// detaches the port, which takes every filter of it off.
     fn hand_over(
         &mut self,
         links: Vec<(usize, SchedClassifierLinkId)>,
-    ) -> Vec<(usize, SchedClassifierLinkId)> {
+    ) -> (Vec<(usize, SchedClassifierLinkId)>, Result<()>) {
         if self.pin_dir.is_none() {
-            return links;
+            return (links, Ok(()));
         }
+        let mut kept = Vec::new();
+        let mut outcome = Ok(());
         for (i, id) in links {
-            if let Ok(program) = classifier(&mut self.ebpf, PROGRAMS[i].0) {
-                if let Ok(link) = program.take_link(id) {
+            let name = PROGRAMS[i].0;
+            match classifier(&mut self.ebpf, name) {
+                Ok(program) => match ctx!(program.take_link(id), "hand over the {name} filter") {
                     // Dropping the link would delete the filter; it is the interface's now.
-                    std::mem::forget(link);
+                    Ok(link) => std::mem::forget(link),
+                    Err(e) => outcome = Err(e),
+                },
+                Err(e) => {
+                    kept.push((i, id));
+                    outcome = Err(e);
                 }
             }
         }
-        Vec::new()
+        (kept, outcome)
     }
 
     /// Takes this process's filters off their port.
@@ -427,16 +468,19 @@ impl Datapath {
         let Some(port) = self.ports.remove(&index) else {
             return Ok(());
         };
-        if port.links.is_empty() {
-            // The interface's filters (a handed-over or adopted port): by program name. An
-            // interface that went took them along.
-            if let Some(name) = ifname(index) {
-                for (program, kind) in PROGRAMS {
-                    let _ = tc::qdisc_detach_program(&name, kind, program);
+        self.drop_links(port.links);
+        // Filters handed to the interface (or left by an earlier process): by program name.
+        // An interface that went took them along; none left is fine.
+        let mut outcome = Ok(());
+        if let Some(name) = ifname(index) {
+            for (program, kind) in PROGRAMS {
+                match tc::qdisc_detach_program(&name, kind, program) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) if e.raw_os_error() == Some(libc::ENODEV) => {}
+                    Err(e) => outcome = Err(err(format!("take {program} off {name}"))(&e)),
                 }
             }
-        } else {
-            self.drop_links(port.links);
         }
         let mut ports = self.map::<u32, PortValue>("PORTS")?;
         let _ = ports.remove(&index);
@@ -456,7 +500,7 @@ impl Datapath {
                 }
             }
         }
-        Ok(())
+        outcome
     }
 
     /// How many ports, endpoints and counters a pinned datapath in `dir` holds (what is left

@@ -66,6 +66,8 @@ pub struct Pool {
     ready: Mutex<Ready>,
     size: usize,
     filling: AtomicBool,
+    /// Set by [`Pool::drain`]: nothing more is made or kept.
+    closed: AtomicBool,
 }
 
 #[derive(Default)]
@@ -100,6 +102,7 @@ impl Pool {
             ready: Mutex::new(Ready::default()),
             size,
             filling: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
         })
     }
 
@@ -128,7 +131,7 @@ impl Pool {
     /// Makes namespaces until the pool is full, in a thread of its own (one at a time); with
     /// `warmer`, readied ones for its network too (those of another network are dropped).
     pub fn refill(self: &Arc<Self>, warmer: Option<Warmer>) {
-        if self.size == 0 {
+        if self.size == 0 || self.closed.load(Ordering::Acquire) {
             return;
         }
         let stale = {
@@ -157,15 +160,35 @@ impl Pool {
         }
         let pool = self.clone();
         std::thread::spawn(move || {
-            if let Err(e) = pool.fill() {
-                tracing::warn!("network namespace pool: {e}");
+            loop {
+                let filled = pool.fill();
+                pool.filling.store(false, Ordering::Release);
+                if let Err(e) = filled {
+                    tracing::warn!("network namespace pool: {e}");
+                    break;
+                }
+                // A take while this thread was finishing found it busy: go on for it.
+                if pool.closed.load(Ordering::Acquire)
+                    || !pool.short()
+                    || pool.filling.swap(true, Ordering::AcqRel)
+                {
+                    break;
+                }
             }
-            pool.filling.store(false, Ordering::Release);
         });
+    }
+
+    /// Whether the pool has fewer namespaces than it keeps.
+    fn short(&self) -> bool {
+        let ready = self.ready();
+        ready.plain.len() < self.size || (ready.warmer.is_some() && ready.warm.len() < self.size)
     }
 
     fn fill(&self) -> io::Result<()> {
         loop {
+            if self.closed.load(Ordering::Acquire) {
+                return Ok(());
+            }
             let (plain, warm, warmer) = {
                 let ready = self.ready();
                 (ready.plain.len(), ready.warm.len(), ready.warmer.clone())
@@ -187,12 +210,17 @@ impl Pool {
                         .map_err(|e| io::Error::other(format!("ready {}: {e}", path.display())))
                 }
             });
+            let closed = || self.closed.load(Ordering::Acquire);
             match made {
-                Ok(None) => self.ready().plain.push(path),
+                Ok(None) if !closed() => self.ready().plain.push(path),
+                Ok(None) => remove(&path),
                 Ok(Some(prepared)) => {
                     let mut ready = self.ready();
-                    // The warmer may have changed meanwhile: keep only what it would make.
-                    if ready.warmer.as_ref().map(|w| w.network_id()) == Some(prepared.network_id())
+                    // The warmer may have changed meanwhile (or the pool closed): keep only
+                    // what it would make.
+                    if !closed()
+                        && ready.warmer.as_ref().map(|w| w.network_id())
+                            == Some(prepared.network_id())
                     {
                         ready.warm.push((path, prepared));
                     } else {
@@ -211,8 +239,14 @@ impl Pool {
         }
     }
 
-    /// Drops the namespaces still waiting (daemon shutdown).
+    /// Drops the namespaces still waiting (daemon shutdown), after the thread making more
+    /// (if one runs) has stopped.
     pub fn drain(&self) {
+        self.closed.store(true, Ordering::Release);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while self.filling.load(Ordering::Acquire) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
         let (plain, warm, warmer) = {
             let mut ready = self.ready();
             (

@@ -432,10 +432,21 @@ impl Networks {
         default_route: bool,
         prepared: Option<Prepared>,
     ) -> ApiResult<Endpoint> {
-        let (r, made) = self.made(network_id)?;
-        let driver = self.driver(&r.driver).ok_or_else(|| {
-            ApiError::internal(format!("network {}: no driver {}", r.name, r.driver))
-        })?;
+        let found = self.made(network_id).and_then(|(r, made)| {
+            let driver = self.driver(&r.driver).ok_or_else(|| {
+                ApiError::internal(format!("network {}: no driver {}", r.name, r.driver))
+            })?;
+            Ok((r, made, driver))
+        });
+        let (r, made, driver) = match found {
+            Ok(found) => found,
+            Err(e) => {
+                if let Some(p) = prepared {
+                    self.discard(p);
+                }
+                return Err(e);
+            }
+        };
         let request = EndpointRequest {
             id: endpoint_id,
             netns,

@@ -172,16 +172,17 @@ pub struct Ports {
 /// layout's `/sys/fs/cgroup/unified`, or wherever mountinfo shows one.
 pub fn cgroup2_root() -> Option<PathBuf> {
     let unified = berth_runtime::cgroups::Layout::detect().ok()?.unified?;
-    (unified.root == Path::new("/") && is_cgroup2(&unified.mountpoint))
-        .then_some(unified.mountpoint)
+    is_cgroup2(&unified.mountpoint).then_some(unified.mountpoint)
 }
 
 /// The cgroup v2 hierarchy's root; on a host that mounts only v1 hierarchies, berthd mounts it
 /// at `fallback` (the kernel always has it, and its root holds every process no one moved, as
 /// on a hybrid host): published ports work on pure cgroup v1 too.
 fn cgroup2_root_or_mount(fallback: &Path) -> Result<PathBuf, String> {
-    if let Some(root) = cgroup2_root() {
-        return Ok(root);
+    let layout = berth_runtime::cgroups::Layout::detect()
+        .map_err(|e| format!("read this host's cgroup mounts: {e}"))?;
+    if let Some(unified) = layout.unified {
+        return Ok(unified.mountpoint);
     }
     std::fs::create_dir_all(fallback).map_err(|e| format!("mkdir {}: {e}", fallback.display()))?;
     use rustix::mount::{MountFlags, mount};

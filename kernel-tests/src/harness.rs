@@ -62,15 +62,25 @@ pub fn output_through_files(mut cmd: Command) -> Output {
     }
 }
 
-/// A name no other test (or test run) uses at the same time.
-/// A TCP port free on 127.0.0.1 just now (the kernel's pick).
+/// A TCP port free on 127.0.0.1 just now (the kernel's pick), never one this process was
+/// given before: two tests running at once must not both start a server on the same port (the
+/// second server fails to bind while the first one answers its readiness check).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port on 127.0.0.1")
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port on 127.0.0.1");
+        let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
+/// A name no other test (or test run) uses at the same time.
 pub fn unique(prefix: &str) -> String {
     static N: AtomicUsize = AtomicUsize::new(0);
     format!(

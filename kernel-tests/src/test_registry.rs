@@ -96,7 +96,7 @@ impl TestRegistry {
         let child = cmd
             .spawn()
             .expect("docker-registry (Debian package docker-registry)");
-        let r = TestRegistry {
+        let mut r = TestRegistry {
             dir,
             child,
             port,
@@ -110,6 +110,10 @@ impl TestRegistry {
                 Some(ns) => ns.inside(listening),
                 None => listening(),
             };
+            // Listening, and ours: a registry that failed to bind has exited.
+            if let Ok(Some(status)) = r.child.try_wait() {
+                panic!("docker-registry exited ({status}):\n{}", r.log());
+            }
             if up {
                 return r;
             }

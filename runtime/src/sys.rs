@@ -211,6 +211,15 @@ pub enum Forked {
 
 pub const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 
+/// Whether a clone into a cgroup failed for want of `CLONE_INTO_CGROUP` (kernels before 5.7
+/// refuse the larger `clone_args` or the flag), so a plain clone and a move by pid must do.
+pub fn lacks_clone_into_cgroup(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::E2BIG) | Some(libc::EINVAL) | Some(libc::ENOSYS)
+    )
+}
+
 /// Forks the calling process into the namespaces in `flags` (CLONE_NEW*, CLONE_PARENT) through
 /// clone3, so the pidfd comes for free and a cgroup can be entered at birth. Falls back to
 /// clone(2) where clone3 is missing or filtered (seccomp profiles return ENOSYS).

@@ -666,7 +666,15 @@ fn join_networks(
         }
         return Ok(joined);
     }
-    let ns = netns::open(netns_path)?;
+    let ns = match netns::open(netns_path) {
+        Ok(ns) => ns,
+        Err(e) => {
+            if let Some(p) = prepared {
+                d.networks.discard(p);
+            }
+            return Err(e.into());
+        }
+    };
     use std::os::fd::AsFd;
     for (i, name) in order.iter().enumerate() {
         let attachment = joined.get(name).cloned().unwrap_or_default();

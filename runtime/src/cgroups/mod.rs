@@ -472,7 +472,6 @@ fn hierarchy_path(mountpoint: &Path, root: &Path, dir: &Path) -> PathBuf {
     root.join(rel)
 }
 
-/// Writes one value into a cgroup file, naming the file and value on error.
 /// Moves the calling process, which must be single-threaded, into the v1 directories whose
 /// `tasks` files are `files`. Writing "0" to `tasks` moves the calling thread alone, and for
 /// that the kernel skips its global lock (`cgroup_threadgroup_rwsem`): a pid written to
@@ -487,6 +486,7 @@ pub(crate) fn join_v1_self(files: &[(PathBuf, std::os::fd::OwnedFd)]) -> Result<
     Ok(())
 }
 
+/// Writes one value into a cgroup file, naming the file and value on error.
 pub(crate) fn write_file(dir: &Path, file: &str, value: &str) -> Result<()> {
     let path = dir.join(file);
     fs::write(&path, value).op(|| format!("cgroup: write {value:?} to {}", path.display()))

@@ -1,10 +1,11 @@
 //! `create`: from a bundle to an init process waiting before the user program, with the state
 //! recorded. The parent side; the child side is `process::init`.
 //!
-//! Sequence: validate → state dir → cgroup (made and limited before the process exists) →
-//! exec FIFO → fork into the new namespaces → id maps → `Continue` → (the child mounts its
-//! rootfs meanwhile) cgroup membership, oom_score_adj, state.json → `InCgroup` → the child
-//! finishes → `Ready` → pid file.
+//! Sequence: validate → state dir → cgroup (made and limited before the process exists; its v1
+//! `tasks` files opened) → exec FIFO → clone into the new namespaces and the cgroup2 directory
+//! → (the child moves itself into the v1 directories) → id maps → `Continue` → (the child
+//! mounts its rootfs meanwhile) any cgroup membership left to do, oom_score_adj, state.json →
+//! `InCgroup` → the child finishes → `Ready` → pid file.
 //! Any failure undoes all of it: no process, mount, cgroup or state directory is left behind.
 
 use std::fs;
@@ -308,7 +309,13 @@ fn create(rt: &Runtime, id: &str, opts: &CreateOptions, launch: Launch) -> Resul
             .at("open", &d.path)
         })
         .transpose()?;
-    let forked = unsafe { sys::fork_into(flags, unified.as_ref().map(|fd| fd.as_fd())) };
+    let mut forked = unsafe { sys::fork_into(flags, unified.as_ref().map(|fd| fd.as_fd())) };
+    let mut born_in_unified = unified.is_some();
+    if born_in_unified && matches!(&forked, Err(e) if sys::lacks_clone_into_cgroup(e)) {
+        born_in_unified = false;
+        // SAFETY: as above.
+        forked = unsafe { sys::fork_into(flags, None) };
+    }
     if matches!(forked, Ok(Forked::Child)) {
         drop(parent_chan);
         init::container_init(&args, &child_chan);
@@ -384,7 +391,7 @@ fn create(rt: &Runtime, id: &str, opts: &CreateOptions, launch: Launch) -> Resul
     };
     let join_cgroup = || {
         move_net_devices()?;
-        cgroup.add_process(init_pid, unified.is_some(), !cgroup_tasks.is_empty())?;
+        cgroup.add_process(init_pid, born_in_unified, !cgroup_tasks.is_empty())?;
         if let Some(adj) = process.oom_score_adj() {
             let path = format!("/proc/{init_pid}/oom_score_adj");
             fs::write(&path, adj.to_string()).op(|| format!("write {adj} to {path}"))?;

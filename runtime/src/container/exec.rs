@@ -124,9 +124,13 @@ impl Container {
         // SAFETY: the runtime is single-threaded when it forks (documented on Runtime).
         let mut forked = unsafe { sys::fork_into(0, unified.as_ref().map(|fd| fd.as_fd())) };
         let born_in_unified = unified.is_some() && forked.is_ok();
-        if unified.is_some() && matches!(&forked, Err(e) if e.raw_os_error() == Some(libc::EBUSY)) {
+        let refused = |e: &std::io::Error| {
+            e.raw_os_error() == Some(libc::EBUSY) || sys::lacks_clone_into_cgroup(e)
+        };
+        if unified.is_some() && matches!(&forked, Err(e) if refused(e)) {
             // Processes may not join a cgroup2 directory whose children hold controllers
-            // (systemd inside): born outside, and moved beside the init below.
+            // (systemd inside), and old kernels cannot clone into one: born outside, and
+            // moved beside the init below.
             // SAFETY: as above.
             forked = unsafe { sys::fork_into(0, None) };
         }

@@ -251,8 +251,10 @@ fn run(args: &InitArgs<'_>, chan: &Channel) -> Result<Infallible> {
 }
 
 /// The point after which the init must be in its cgroup: before its cgroup namespace is made
-/// (the namespace is rooted where the process is) and, at the latest, before exec. The runtime
-/// moves the init while it mounts, and says so with `InCgroup`.
+/// (the namespace is rooted where the process is) and, at the latest, before exec. The init
+/// is there from its first step (born in the cgroup2 directory, moved itself into the v1 ones)
+/// unless the runtime had to move it, which it does while the init mounts; either way the
+/// runtime says `InCgroup` once membership, net devices and oom_score_adj are done.
 struct CgroupGate<'a> {
     chan: &'a Channel,
     new_namespace: bool,
