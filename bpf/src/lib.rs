@@ -538,19 +538,20 @@ impl Datapath {
         ctx!(counters.get(&index, 0), "COUNTERS[{host_ifname}]")
     }
 
-    fn subnets(&mut self) -> Result<LpmTrie<&mut MapData, u32, u32>> {
+    /// The LPM trie of subnets `name` (`SUBNETS`, keyed by IPv4 address; `SUBNETS6`, IPv6).
+    fn trie<K: aya::Pod>(&mut self, name: &str) -> Result<LpmTrie<&mut MapData, K, u32>> {
         let map = self
             .ebpf
-            .map_mut("SUBNETS")
-            .ok_or_else(|| err("map SUBNETS")(&"not in the object"))?;
-        ctx!(LpmTrie::try_from(map), "map SUBNETS")
+            .map_mut(name)
+            .ok_or_else(|| err(format!("map {name}"))(&"not in the object"))?;
+        ctx!(LpmTrie::try_from(map), "map {name}")
     }
 
     /// Records an IPv4 subnet of network `network` (traffic to it from other networks drops).
     pub fn add_subnet(&mut self, addr: Ipv4Addr, prefix: u8, network: u32) -> Result<()> {
         let key = Key::new(prefix.into(), v4_key(addr));
         ctx!(
-            self.subnets()?.insert(&key, network, 0),
+            self.trie::<u32>("SUBNETS")?.insert(&key, network, 0),
             "SUBNETS[{addr}/{prefix}]"
         )
     }
@@ -558,35 +559,33 @@ impl Datapath {
     /// Records an IPv6 subnet of network `network`.
     pub fn add_subnet6(&mut self, addr: Ipv6Addr, prefix: u8, network: u32) -> Result<()> {
         let key = Key::new(prefix.into(), addr.octets());
-        let map = self
-            .ebpf
-            .map_mut("SUBNETS6")
-            .ok_or_else(|| err("map SUBNETS6")(&"not in the object"))?;
-        let mut trie: LpmTrie<&mut MapData, [u8; 16], u32> =
-            ctx!(LpmTrie::try_from(map), "map SUBNETS6")?;
-        ctx!(trie.insert(&key, network, 0), "SUBNETS6[{addr}/{prefix}]")
+        ctx!(
+            self.trie::<[u8; 16]>("SUBNETS6")?.insert(&key, network, 0),
+            "SUBNETS6[{addr}/{prefix}]"
+        )
     }
 
     pub fn remove_subnet6(&mut self, addr: Ipv6Addr, prefix: u8) -> Result<()> {
         let key = Key::new(prefix.into(), addr.octets());
-        let map = self
-            .ebpf
-            .map_mut("SUBNETS6")
-            .ok_or_else(|| err("map SUBNETS6")(&"not in the object"))?;
-        let mut trie: LpmTrie<&mut MapData, [u8; 16], u32> =
-            ctx!(LpmTrie::try_from(map), "map SUBNETS6")?;
-        match trie.remove(&key) {
-            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-            Err(e) => Err(err(format!("SUBNETS6[{addr}/{prefix}]"))(&e)),
-        }
+        gone_is_fine(
+            self.trie::<[u8; 16]>("SUBNETS6")?.remove(&key),
+            &format!("SUBNETS6[{addr}/{prefix}]"),
+        )
     }
 
     pub fn remove_subnet(&mut self, addr: Ipv4Addr, prefix: u8) -> Result<()> {
-        let key = Key::new(prefix.into(), u32::from_ne_bytes(addr.octets()));
-        match self.subnets()?.remove(&key) {
-            Ok(()) => Ok(()),
-            Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-            Err(e) => Err(err(format!("SUBNETS[{addr}/{prefix}]"))(&e)),
-        }
+        let key = Key::new(prefix.into(), v4_key(addr));
+        gone_is_fine(
+            self.trie::<u32>("SUBNETS")?.remove(&key),
+            &format!("SUBNETS[{addr}/{prefix}]"),
+        )
+    }
+}
+
+/// A removal whose key was not there is done.
+fn gone_is_fine(removed: std::result::Result<(), aya::maps::MapError>, what: &str) -> Result<()> {
+    match removed {
+        Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+        Err(e) => Err(err(what)(&e)),
     }
 }

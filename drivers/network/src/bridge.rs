@@ -99,13 +99,43 @@ impl Bridge {
             .map_err(io_err(format!("set {host_ifname} up")))
     }
 
-    /// Undoes a failed join: the datapath's port, the veth, the addresses.
+    /// Puts a subnet of network `number` in the datapath's maps (without a datapath, nothing).
+    fn add_subnet(&self, subnet: ipnet::IpNet, number: u32) -> Result<()> {
+        match subnet {
+            ipnet::IpNet::V4(v4) => {
+                self.datapath(|dp| dp.add_subnet(v4.network(), v4.prefix_len(), number))
+            }
+            ipnet::IpNet::V6(v6) => {
+                self.datapath(|dp| dp.add_subnet6(v6.network(), v6.prefix_len(), number))
+            }
+        }
+        .map(drop)
+    }
+
+    fn remove_subnet(&self, subnet: ipnet::IpNet) -> Result<()> {
+        match subnet {
+            ipnet::IpNet::V4(v4) => {
+                self.datapath(|dp| dp.remove_subnet(v4.network(), v4.prefix_len()))
+            }
+            ipnet::IpNet::V6(v6) => {
+                self.datapath(|dp| dp.remove_subnet6(v6.network(), v6.prefix_len()))
+            }
+        }
+        .map(drop)
+    }
+
+    /// Undoes a failed join: the port, the addresses.
     fn undo_join(&self, host: &Rtnl, network: &Network, endpoint_id: &str, host_ifname: &str) {
+        self.remove_port(host, host_ifname);
+        let _ = self.ipam.release(&network.id, endpoint_id);
+    }
+
+    /// Takes a port away: the datapath's programs and entries, the veth (and its peer).
+    fn remove_port(&self, host: &Rtnl, host_ifname: &str) {
         let _ = self.datapath(|dp| dp.detach(host_ifname));
         if let Ok(Some(i)) = host.link_index(host_ifname) {
             let _ = host.delete_link(i);
         }
-        let _ = self.ipam.release(&network.id, endpoint_id);
     }
 }
 
@@ -140,14 +170,7 @@ impl Bridge {
         for s in &network.subnets {
             host.add_address(index, s.gateway, s.subnet.prefix_len())
                 .map_err(io_err(format!("add {} to {bridge}", s.gateway)))?;
-            match s.subnet {
-                ipnet::IpNet::V4(v4) => {
-                    self.datapath(|dp| dp.add_subnet(v4.network(), v4.prefix_len(), number))?;
-                }
-                ipnet::IpNet::V6(v6) => {
-                    self.datapath(|dp| dp.add_subnet6(v6.network(), v6.prefix_len(), number))?;
-                }
-            }
+            self.add_subnet(s.subnet, number)?;
         }
         host.set_up(index)
             .map_err(io_err(format!("set {bridge} up")))?;
@@ -209,15 +232,7 @@ impl NetworkDriver for Bridge {
         let made = made.and_then(|()| {
             let number = network_number(&spec.id);
             for s in &subnets {
-                let added = match s.subnet {
-                    ipnet::IpNet::V4(v4) => {
-                        self.datapath(|dp| dp.add_subnet(v4.network(), v4.prefix_len(), number))
-                    }
-                    ipnet::IpNet::V6(v6) => {
-                        self.datapath(|dp| dp.add_subnet6(v6.network(), v6.prefix_len(), number))
-                    }
-                };
-                added?;
+                self.add_subnet(s.subnet, number)?;
             }
             Ok(())
         });
@@ -244,14 +259,7 @@ impl NetworkDriver for Bridge {
         // IPAM first: it refuses while endpoints are left, before anything is torn down.
         self.ipam.delete(&network.id)?;
         for s in &network.subnets {
-            match s.subnet {
-                ipnet::IpNet::V4(v4) => {
-                    self.datapath(|dp| dp.remove_subnet(v4.network(), v4.prefix_len()))?
-                }
-                ipnet::IpNet::V6(v6) => {
-                    self.datapath(|dp| dp.remove_subnet6(v6.network(), v6.prefix_len()))?
-                }
-            };
+            self.remove_subnet(s.subnet)?;
         }
         let host = Rtnl::open().map_err(io_err("rtnetlink"))?;
         delete_links(&host, &network.created_links)
@@ -322,10 +330,7 @@ impl NetworkDriver for Bridge {
             })
         })();
         if made.is_err() {
-            let _ = self.datapath(|dp| dp.detach(&host_ifname));
-            if let Ok(Some(i)) = host.link_index(&host_ifname) {
-                let _ = host.delete_link(i);
-            }
+            self.remove_port(&host, &host_ifname);
         }
         made.map(Some)
     }
