@@ -113,8 +113,8 @@ impl Pool {
     /// A ready namespace, readied for `network_id` if there is one such.
     pub fn take(&self, network_id: Option<&str>) -> Option<Taken> {
         let mut ready = self.ready();
-        let warm_for = ready.warmer.as_ref().map(|w| w.network_id().to_string());
-        if network_id.is_some() && network_id == warm_for.as_deref() {
+        let readied_for = ready.warmer.as_ref().map(|w| w.network_id());
+        if network_id.is_some() && network_id == readied_for {
             if let Some((path, prepared)) = ready.warm.pop() {
                 return Some(Taken {
                     path,

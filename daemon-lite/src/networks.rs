@@ -441,9 +441,7 @@ impl Networks {
         let (r, made, driver) = match found {
             Ok(found) => found,
             Err(e) => {
-                if let Some(p) = prepared {
-                    self.discard(p);
-                }
+                self.discard(prepared);
                 return Err(e);
             }
         };
@@ -461,9 +459,11 @@ impl Networks {
         .map_err(|e| ApiError::bad_request(format!("join network {}: {e}", r.name)))
     }
 
-    /// Lets go of what was prepared in a namespace that goes away unused.
-    pub fn discard(&self, prepared: Prepared) {
-        self.bridge.discard(prepared)
+    /// Lets go of what was prepared (if anything) in a namespace that goes away unused.
+    pub fn discard(&self, prepared: Option<Prepared>) {
+        if let Some(p) = prepared {
+            self.bridge.discard(p)
+        }
     }
 
     /// What readies namespaces for the default network ahead of its containers, once its

@@ -439,9 +439,7 @@ fn spawn_in(
         match d.netns_pool.take(primary) {
             Some(taken) => {
                 if let Err(e) = std::os::unix::fs::symlink(&taken.path, &netns_path) {
-                    if let Some(p) = taken.prepared {
-                        d.networks.discard(p);
-                    }
+                    d.networks.discard(taken.prepared);
                     netns::remove(&taken.path);
                     return Err(records::at(e, "link", &netns_path).into());
                 }
@@ -661,17 +659,13 @@ fn join_networks(
 ) -> ApiResult<BTreeMap<String, Attachment>> {
     let mut joined = record.networks.clone();
     if order.is_empty() {
-        if let Some(p) = prepared {
-            d.networks.discard(p);
-        }
+        d.networks.discard(prepared);
         return Ok(joined);
     }
     let ns = match netns::open(netns_path) {
         Ok(ns) => ns,
         Err(e) => {
-            if let Some(p) = prepared {
-                d.networks.discard(p);
-            }
+            d.networks.discard(prepared);
             return Err(e.into());
         }
     };

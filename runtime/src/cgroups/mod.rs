@@ -281,6 +281,23 @@ impl Cgroup {
         Ok(())
     }
 
+    /// The container's cgroup2 directory, opened for a child to be cloned into
+    /// (`CLONE_INTO_CGROUP`), where there is one.
+    pub fn unified_dir_fd(&self) -> Result<Option<std::os::fd::OwnedFd>> {
+        use rustix::fs::{Mode, OFlags, open};
+        self.unified_dir()
+            .map(|d| {
+                open(
+                    &d.path,
+                    OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(io::Error::from)
+                .at("open", &d.path)
+            })
+            .transpose()
+    }
+
     /// The `tasks` files of the container's v1 directories, opened for writing by the caller,
     /// for a single-threaded child to move itself with ([`join_v1_self`]): permission is
     /// checked with the opener's credentials, so the child may be in a user namespace by then.

@@ -297,18 +297,11 @@ fn create(rt: &Runtime, id: &str, opts: &CreateOptions, launch: Launch) -> Resul
     // SAFETY: the runtime is single-threaded when it creates containers (documented on Runtime).
     // The cgroup2 part is entered at birth (CLONE_INTO_CGROUP): no migration, which on a pure
     // v2 host removes the cgroup write from the start path altogether.
-    let unified = cgroup
-        .unified_dir()
-        .filter(|_| born_in_cgroup)
-        .map(|d| {
-            rustix::fs::open(
-                &d.path,
-                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                Mode::empty(),
-            )
-            .at("open", &d.path)
-        })
-        .transpose()?;
+    let unified = if born_in_cgroup {
+        cgroup.unified_dir_fd()?
+    } else {
+        None
+    };
     let mut forked = unsafe { sys::fork_into(flags, unified.as_ref().map(|fd| fd.as_fd())) };
     let mut born_in_unified = unified.is_some();
     if born_in_unified && matches!(&forked, Err(e) if sys::lacks_clone_into_cgroup(e)) {

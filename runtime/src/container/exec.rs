@@ -88,20 +88,7 @@ impl Container {
         // starts outside and we move it.
         let cgroup = &self.record.cgroup;
         let (cgroup_tasks, unified) = if initial_cpus.is_none() {
-            let unified = cgroup
-                .unified_dir()
-                .map(|d| {
-                    rustix::fs::open(
-                        &d.path,
-                        rustix::fs::OFlags::PATH
-                            | rustix::fs::OFlags::DIRECTORY
-                            | rustix::fs::OFlags::CLOEXEC,
-                        rustix::fs::Mode::empty(),
-                    )
-                    .at("open", &d.path)
-                })
-                .transpose()?;
-            (cgroup.v1_task_files()?, unified)
+            (cgroup.v1_task_files()?, cgroup.unified_dir_fd()?)
         } else {
             (Vec::new(), None)
         };
