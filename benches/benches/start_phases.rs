@@ -82,13 +82,20 @@ fn traced_run(bin: &Path, root: &Path, bundle: &Path) -> Vec<(String, u128)> {
 }
 
 /// Phases of a real start: from one mark to another.
-const PHASES: [(&str, &str, &str); 8] = [
+const PHASES: [(&str, &str, &str); 9] = [
     ("startup and argument parsing", "cli: main", "create: begin"),
+    // As root on v1 and hybrid hosts only the cgroup2 directory is made before the clone;
+    // the v1 ones follow, while the init mounts.
     ("config and cgroup", "create: begin", "create: cgroup made"),
     (
         "clone into namespaces",
         "create: cgroup made",
         "create: cloned",
+    ),
+    (
+        "v1 cgroups beside the init's mounts",
+        "create: cloned",
+        "create: init in its cgroup",
     ),
     (
         "rootfs mounts",

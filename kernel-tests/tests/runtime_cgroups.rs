@@ -253,3 +253,106 @@ fn relative_cgroups_path_is_under_the_runtimes_own_cgroup() {
         let _ = fs::remove_dir(d.path.parent().unwrap());
     }
 }
+
+/// The cgroup path of `pid` in the hierarchy of `dir`, from /proc/PID/cgroup.
+fn cgroup_of(pid: i64, dir: &berth_runtime::cgroups::CgroupDir) -> Option<String> {
+    let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let subsystems = dir.subsystems.join(",");
+    text.lines().find_map(|l| {
+        let mut parts = l.splitn(3, ':');
+        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        let this = if dir.unified {
+            controllers.is_empty()
+        } else {
+            controllers == subsystems
+        };
+        this.then(|| path.to_string())
+    })
+}
+
+#[test]
+fn a_created_init_is_in_its_cgroup_in_every_hierarchy() {
+    // As root the v1 directories are made while the init sets up its mounts, and it moves
+    // itself in at its cgroup gate: by the end of `create` it must be in every one of them.
+    let rt = Runtime::new();
+    let id = unique("cgall");
+    let path = format!("/{}/c", unique("berth-cgall"));
+    let bundle = with_resources(
+        Bundle::sh("sleep 100").edit(|s| s["linux"]["cgroupsPath"] = json!(path)),
+        json!({"memory": {"limit": 67108864}, "pids": {"limit": 64}}),
+    );
+    rt.create(&id, &bundle);
+    let pid = rt.state(&id)["pid"].as_i64().unwrap();
+    let planned =
+        berth_runtime::cgroups::Cgroup::plan(&Layout::detect().unwrap(), Path::new(&path));
+    assert!(
+        planned.dirs.len() > 2,
+        "v1 hierarchies and cgroup2: {planned:?}"
+    );
+    for d in &planned.dirs {
+        assert_eq!(
+            cgroup_of(pid, d).as_deref(),
+            Some(d.hierarchy_path.to_str().unwrap()),
+            "{} ({:?})",
+            d.path.display(),
+            d.subsystems
+        );
+    }
+    let memory = planned.dir_for("memory").unwrap();
+    assert_eq!(
+        fs::read_to_string(memory.path.join("memory.limit_in_bytes"))
+            .unwrap()
+            .trim(),
+        "67108864"
+    );
+    rt.ok(&["delete", "--force", &id]);
+    for d in &planned.dirs {
+        assert!(!d.path.exists(), "{} left behind", d.path.display());
+        let _ = fs::remove_dir(d.path.parent().unwrap());
+    }
+}
+
+#[test]
+fn a_busy_v1_cgroup_is_refused_after_the_clone_without_leftovers() {
+    // A process of someone else's sits in the memory directory the config names: the v1 part,
+    // made after the clone, refuses it; the init is killed and what the runtime made is gone.
+    let rt = Runtime::new();
+    let id = unique("cgbusy1");
+    let path = format!("/{}/c", unique("berth-cgbusy"));
+    let planned =
+        berth_runtime::cgroups::Cgroup::plan(&Layout::detect().unwrap(), Path::new(&path));
+    let memory = planned.dir_for("memory").unwrap().path.clone();
+    fs::create_dir_all(&memory).unwrap();
+    let mut squatter = Command::new("sleep").arg("100").spawn().unwrap();
+    fs::write(memory.join("cgroup.procs"), squatter.id().to_string()).unwrap();
+
+    let bundle = Bundle::sh("true").edit(|s| s["linux"]["cgroupsPath"] = json!(path));
+    let (code, _, err) = rt.run(&id, &bundle);
+    assert_ne!(code, 0);
+    assert!(err.contains("already holds processes"), "{err}");
+    assert!(!rt.root().join(&id).exists(), "state directory left behind");
+    for d in planned.dirs.iter().filter(|d| d.path != memory) {
+        assert!(!d.path.exists(), "{} left behind", d.path.display());
+    }
+    assert_eq!(
+        fs::read_to_string(memory.join("cgroup.procs"))
+            .unwrap()
+            .trim(),
+        squatter.id().to_string(),
+        "the squatter's cgroup is not ours to touch, and no init of ours is left in it"
+    );
+
+    squatter.kill().unwrap();
+    squatter.wait().unwrap();
+    let top = |d: &Path| d.parent().unwrap().to_path_buf();
+    // The killed squatter leaves its cgroup asynchronously.
+    for _ in 0..400 {
+        if fs::remove_dir(&memory).is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    for d in &planned.dirs {
+        let _ = fs::remove_dir(top(&d.path));
+    }
+}

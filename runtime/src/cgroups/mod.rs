@@ -72,6 +72,26 @@ pub struct Cgroup {
     pub unified_controllers: Vec<String>,
 }
 
+/// Which of a cgroup's directories an operation covers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Part {
+    All,
+    /// The cgroup2 directory (all of it on a pure v2 host).
+    Unified,
+    /// The v1 hierarchies' directories.
+    V1,
+}
+
+impl Part {
+    fn holds(self, d: &CgroupDir) -> bool {
+        match self {
+            Part::All => true,
+            Part::Unified => d.unified,
+            Part::V1 => !d.unified,
+        }
+    }
+}
+
 /// Checks a `linux.cgroupsPath`: it must name a cgroup below a hierarchy's root, never the
 /// root itself, and never climb with `..` (which would leave the cgroup filesystem).
 pub fn validate_path(path: &Path) -> Result<()> {
@@ -142,7 +162,15 @@ impl Cgroup {
     /// created is removed again. A cgroup that already holds processes is refused: the
     /// container would share it, and `kill --all` or `delete` would reach the others.
     pub fn create(&self, resources: Option<&LinuxResources>) -> Result<()> {
-        for d in &self.dirs {
+        self.create_part(resources, Part::All)
+    }
+
+    /// [`Cgroup::create`] for the directories of `part` only, so the v1 ones can be made while
+    /// the init already sets up its mounts. Limits a part cannot serve are checked against
+    /// the whole cgroup either way.
+    pub fn create_part(&self, resources: Option<&LinuxResources>, part: Part) -> Result<()> {
+        let dirs = || self.dirs.iter().filter(move |d| part.holds(d));
+        for d in dirs() {
             if let Ok(procs) = fs::read_to_string(d.path.join("cgroup.procs")) {
                 if !procs.trim().is_empty() {
                     return Err(Error::config(
@@ -154,14 +182,14 @@ impl Cgroup {
             }
         }
         let mut made = Vec::new();
-        let result = self.make_dirs(&mut made).and_then(|()| {
+        let result = self.make_dirs(dirs(), &mut made).and_then(|()| {
             crate::trace::mark("cgroup: directories made");
             // Device rules are written even when the config has none: access is deny-by-default.
             let mut r = resources.cloned().unwrap_or_default();
             if r.devices().is_none() {
                 r.set_devices(Some(Vec::new()));
             }
-            self.apply(&r)
+            self.apply_part(&r, part)
         });
         if result.is_err() {
             // Only what this call made: a cgroup that existed before is not ours to remove.
@@ -172,9 +200,18 @@ impl Cgroup {
         result
     }
 
+    /// Whether the cgroup has directories in v1 hierarchies.
+    pub fn has_v1(&self) -> bool {
+        self.dirs.iter().any(|d| !d.unified)
+    }
+
     /// Makes the directories, recording each one it created (parents included) in `made`.
-    fn make_dirs(&self, made: &mut Vec<PathBuf>) -> Result<()> {
-        for d in &self.dirs {
+    fn make_dirs<'a>(
+        &self,
+        dirs: impl Iterator<Item = &'a CgroupDir>,
+        made: &mut Vec<PathBuf>,
+    ) -> Result<()> {
+        for d in dirs {
             if d.unified {
                 v2::make_dir(&d.path, &d.mountpoint, &self.unified_controllers, made)?;
             } else {
@@ -195,9 +232,14 @@ impl Cgroup {
     /// is left as it is (so `update` can change one limit). Device rules are replaced when
     /// present.
     pub fn apply(&self, resources: &LinuxResources) -> Result<()> {
+        self.apply_part(resources, Part::All)
+    }
+
+    fn apply_part(&self, resources: &LinuxResources, part: Part) -> Result<()> {
         let normalized = zero_means_unset(resources);
         let resources = &normalized;
-        for d in &self.dirs {
+        self.check_unserved(resources)?;
+        for d in self.dirs.iter().filter(|d| part.holds(d)) {
             if d.unified {
                 v2::apply(
                     &d.path,
@@ -209,7 +251,7 @@ impl Cgroup {
                 v1::apply(d, resources)?;
             }
         }
-        self.check_unserved(resources)
+        Ok(())
     }
 
     fn v1_devices(&self) -> bool {

@@ -17,13 +17,13 @@ use rustix::fs::{Mode, OFlags};
 
 use super::Container;
 use crate::bundle::{self, Bundle};
-use crate::cgroups::{Cgroup, Layout};
+use crate::cgroups::{Cgroup, Layout, Part};
 use crate::error::{Context, Error, Result};
 use crate::hooks::{self, HookPoint};
 use crate::namespaces::{NamespaceKind, NamespacePlan, NamespaceSwitch};
 use crate::process::attributes;
 use crate::process::channel::{Channel, Message};
-use crate::process::init::{self, InitArgs, Release};
+use crate::process::init::{self, InitArgs, Release, V1Join};
 use crate::process::wait;
 use crate::state::{
     CGROUP_FILE, CREATING, EXEC_FIFO, Record, now_rfc3339, process_stat, write_atomic,
@@ -193,7 +193,25 @@ fn create(rt: &Runtime, id: &str, opts: &CreateOptions, launch: Launch) -> Resul
         fs::write(dir.join(CGROUP_FILE), bytes).at("write", dir.join(CGROUP_FILE))
     };
     write_plan(&cgroup)?;
-    match cgroup.create(linux.resources().as_ref()) {
+    // `execCPUAffinity.initial` is the affinity *before* the cgroup: then the init is born
+    // outside it and moved by us, as are inits whose prestart/createRuntime hooks must see them
+    // in their cgroup before they run on, and those behind an intermediate process.
+    let initial_cpus = attributes::cpu_set(process.exec_cpu_affinity().as_ref(), true)?;
+    let runtime_hooks = hooks::any(spec, &[HookPoint::Prestart, HookPoint::CreateRuntime]);
+    let born_in_cgroup = !plan.needs_intermediate() && initial_cpus.is_none();
+    // Otherwise the init moves itself into its v1 cgroups, avoiding the kernel's global lock
+    // (`join_v1_self`); the cgroup2 part it is born in (CLONE_INTO_CGROUP). As root, the v1
+    // directories (a dozen hierarchies: most of the cgroup work) are made after the clone,
+    // while the init sets up its mounts, and reach it at its cgroup gate. (Unprivileged, a
+    // refused cgroup changes what the init mounts: that is settled before the clone.)
+    let v1_after_clone =
+        born_in_cgroup && !runtime_hooks && rustix::process::geteuid().is_root() && cgroup.has_v1();
+    let before_clone = if v1_after_clone {
+        Part::Unified
+    } else {
+        Part::All
+    };
+    match cgroup.create_part(linux.resources().as_ref(), before_clone) {
         Ok(()) => undo.cgroup = Some(cgroup.clone()),
         // Rootless without a delegated cgroup: a container that asks for no limits runs
         // without a cgroup of its own (as with runc); one that asks for limits cannot.
@@ -247,15 +265,7 @@ fn create(rt: &Runtime, id: &str, opts: &CreateOptions, launch: Launch) -> Resul
         .transpose()?;
     let (parent_chan, child_chan) = Channel::pair().op(|| "socketpair".to_string())?;
 
-    // `execCPUAffinity.initial` is the affinity *before* the cgroup: then the init is born
-    // outside it and moved by us, as are inits whose prestart/createRuntime hooks must see them
-    // in their cgroup before they run on, and those behind an intermediate process.
-    let initial_cpus = attributes::cpu_set(process.exec_cpu_affinity().as_ref(), true)?;
-    let runtime_hooks = hooks::any(spec, &[HookPoint::Prestart, HookPoint::CreateRuntime]);
-    let born_in_cgroup = !plan.needs_intermediate() && initial_cpus.is_none();
-    // Otherwise the init moves itself into its v1 cgroups, avoiding the kernel's global lock
-    // (`join_v1_self`); the cgroup2 part it is born in (CLONE_INTO_CGROUP).
-    let cgroup_tasks = if born_in_cgroup && !runtime_hooks {
+    let cgroup_tasks = if born_in_cgroup && !runtime_hooks && !v1_after_clone {
         cgroup.v1_task_files()?
     } else {
         Vec::new()
@@ -268,7 +278,13 @@ fn create(rt: &Runtime, id: &str, opts: &CreateOptions, launch: Launch) -> Resul
         bundle: &bundle.dir,
         plan: &plan,
         cgroup: &cgroup,
-        cgroup_tasks: &cgroup_tasks,
+        v1_join: if v1_after_clone {
+            V1Join::AtGate
+        } else if cgroup_tasks.is_empty() {
+            V1Join::ByRuntime
+        } else {
+            V1Join::Now(&cgroup_tasks)
+        },
         console_socket: console.as_ref(),
         console_to_parent: serve_terminal && terminal && console.is_none(),
         runtime_exe,
@@ -383,8 +399,18 @@ fn create(rt: &Runtime, id: &str, opts: &CreateOptions, launch: Launch) -> Resul
         crate::net_devices::move_into(linux, &netns)
     };
     let join_cgroup = || {
+        if v1_after_clone {
+            cgroup.create_part(linux.resources().as_ref(), Part::V1)?;
+            let files = cgroup.v1_task_files()?;
+            let fds: Vec<_> = files.iter().map(|(_, fd)| fd.as_fd()).collect();
+            parent_chan
+                .send_with_fds(&Message::JoinCgroups, &fds)
+                .op(|| "hand the cgroup tasks files to the container init".to_string())?;
+            trace::mark("create: v1 cgroups made");
+        }
         move_net_devices()?;
-        cgroup.add_process(init_pid, born_in_unified, !cgroup_tasks.is_empty())?;
+        let moved_itself_v1 = v1_after_clone || !cgroup_tasks.is_empty();
+        cgroup.add_process(init_pid, born_in_unified, moved_itself_v1)?;
         if let Some(adj) = process.oom_score_adj() {
             let path = format!("/proc/{init_pid}/oom_score_adj");
             fs::write(&path, adj.to_string()).op(|| format!("write {adj} to {path}"))?;

@@ -39,6 +39,9 @@ pub(crate) enum Message {
     State(String),
     /// parent -> child: the idmapped mount for `mounts[N]` rides along, detached.
     IdmappedMount(u32),
+    /// parent -> child: the `tasks` files of the container's v1 directories ride along, made
+    /// while the child set up its mounts; it moves itself into each.
+    JoinCgroups,
 }
 
 impl Message {
@@ -72,6 +75,7 @@ impl Message {
                 v.extend_from_slice(&index.to_le_bytes());
                 v
             }
+            Message::JoinCgroups => vec![13],
         }
     }
 
@@ -91,6 +95,7 @@ impl Message {
             10 => Message::SeccompListener,
             11 => Message::State(String::from_utf8_lossy(rest).into_owned()),
             12 => Message::IdmappedMount(u32::from_le_bytes(rest.try_into().map_err(|_| bad())?)),
+            13 => Message::JoinCgroups,
             _ => return Err(bad()),
         })
     }
@@ -98,6 +103,9 @@ impl Message {
 
 /// Largest message: an error text is cut to this.
 const MAX_MESSAGE: usize = 16 * 1024;
+
+/// Most descriptors one message carries (a v1 host has about a dozen hierarchies).
+const MAX_FDS: usize = 32;
 
 #[derive(Debug)]
 pub(crate) struct Channel {
@@ -121,14 +129,22 @@ impl Channel {
     }
 
     pub fn send_with_fd(&self, msg: &Message, fd: Option<BorrowedFd<'_>>) -> io::Result<()> {
+        self.send_with_fds(msg, fd.as_slice())
+    }
+
+    pub fn send_with_fds(&self, msg: &Message, fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+        if fds.len() > MAX_FDS {
+            return Err(io::Error::other(format!(
+                "{} descriptors in one sync message (at most {MAX_FDS})",
+                fds.len()
+            )));
+        }
         let mut bytes = msg.encode();
         bytes.truncate(MAX_MESSAGE);
-        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
         let mut control = SendAncillaryBuffer::new(&mut space);
-        let fds;
-        if let Some(fd) = fd {
-            fds = [fd];
-            control.push(SendAncillaryMessage::ScmRights(&fds));
+        if !fds.is_empty() {
+            control.push(SendAncillaryMessage::ScmRights(fds));
         }
         loop {
             match rustix::net::sendmsg(
@@ -150,8 +166,14 @@ impl Channel {
     }
 
     pub fn recv_with_fd(&self) -> io::Result<Option<(Message, Option<OwnedFd>)>> {
+        Ok(self
+            .recv_with_fds()?
+            .map(|(m, fds)| (m, fds.into_iter().next())))
+    }
+
+    pub fn recv_with_fds(&self) -> io::Result<Option<(Message, Vec<OwnedFd>)>> {
         let mut buf = vec![0u8; MAX_MESSAGE];
-        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
         let mut control = RecvAncillaryBuffer::new(&mut space);
         let mut reset_seen = false;
         let n = loop {
@@ -173,10 +195,10 @@ impl Channel {
         if n == 0 {
             return Ok(None);
         }
-        let mut received = None;
+        let mut received = Vec::new();
         for msg in control.drain() {
             if let RecvAncillaryMessage::ScmRights(fds) = msg {
-                received = fds.into_iter().next();
+                received.extend(fds);
             }
         }
         Ok(Some((Message::decode(&buf[..n])?, received)))
@@ -230,6 +252,7 @@ mod tests {
             Message::MapUserNamespace,
             Message::Mapped,
             Message::InCgroup,
+            Message::JoinCgroups,
         ] {
             a.send(&m).unwrap();
             assert_eq!(b.recv().unwrap(), Some(m));
@@ -247,6 +270,31 @@ mod tests {
         let (m, fd) = b.recv_with_fd().unwrap().unwrap();
         assert_eq!(m, Message::PtyMaster);
         assert!(fd.is_some());
+    }
+
+    #[test]
+    fn carries_several_descriptors_in_order() {
+        let (a, b) = Channel::pair().unwrap();
+        let files: Vec<std::fs::File> = ["/dev/null", "/dev/zero", "/proc/self/stat"]
+            .iter()
+            .map(|p| std::fs::File::open(p).unwrap())
+            .collect();
+        let fds: Vec<BorrowedFd<'_>> = files.iter().map(|f| f.as_fd()).collect();
+        a.send_with_fds(&Message::JoinCgroups, &fds).unwrap();
+        let (m, got) = b.recv_with_fds().unwrap().unwrap();
+        assert_eq!(m, Message::JoinCgroups);
+        assert_eq!(got.len(), 3);
+        let target = |fd: &OwnedFd| {
+            std::fs::read_link(format!(
+                "/proc/self/fd/{}",
+                std::os::fd::AsRawFd::as_raw_fd(fd)
+            ))
+            .unwrap()
+        };
+        assert_eq!(target(&got[0]), std::path::Path::new("/dev/null"));
+        assert_eq!(target(&got[1]), std::path::Path::new("/dev/zero"));
+        let too_many = vec![files[0].as_fd(); MAX_FDS + 1];
+        assert!(a.send_with_fds(&Message::JoinCgroups, &too_many).is_err());
     }
 
     #[test]

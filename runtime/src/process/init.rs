@@ -36,6 +36,18 @@ pub(crate) enum Release<'a> {
     Channel,
 }
 
+/// How the init gets into the container's v1 cgroups.
+pub(crate) enum V1Join<'a> {
+    /// The runtime moves it by pid (or there are no v1 hierarchies).
+    ByRuntime,
+    /// It moves itself through these `tasks` files, first thing.
+    Now(&'a [(std::path::PathBuf, OwnedFd)]),
+    /// It moves itself through the `tasks` files the runtime sends (`JoinCgroups`) once it
+    /// has made the v1 directories, which it does while the init sets up its mounts; the init
+    /// takes them at its cgroup gate.
+    AtGate,
+}
+
 pub(crate) struct InitArgs<'a> {
     pub id: &'a str,
     pub spec: &'a Spec,
@@ -44,9 +56,8 @@ pub(crate) struct InitArgs<'a> {
     pub bundle: &'a Path,
     pub plan: &'a NamespacePlan,
     pub cgroup: &'a Cgroup,
-    /// The v1 `tasks` files the init moves itself through, first thing (empty: the runtime
-    /// moves it).
-    pub cgroup_tasks: &'a [(std::path::PathBuf, OwnedFd)],
+    /// How the init gets into its v1 cgroups.
+    pub v1_join: V1Join<'a>,
     pub console_socket: Option<&'a OwnedFd>,
     /// Foreground `run` with a terminal: the master goes back over the channel.
     pub console_to_parent: bool,
@@ -89,8 +100,8 @@ pub(crate) fn container_init(args: &InitArgs<'_>, chan: &Channel) -> ! {
 fn run(args: &InitArgs<'_>, chan: &Channel) -> Result<Infallible> {
     user_process::reset_signals();
     guard_against_parent_death();
-    if !args.cgroup_tasks.is_empty() {
-        crate::cgroups::join_v1_self(args.cgroup_tasks)?;
+    if let V1Join::Now(files) = args.v1_join {
+        crate::cgroups::join_v1_self(files)?;
         trace::mark("init: moved itself into its v1 cgroups");
     }
     // Non-dumpable: other processes (the container's own, once it has any) cannot open
@@ -157,6 +168,8 @@ fn run(args: &InitArgs<'_>, chan: &Channel) -> Result<Infallible> {
     }
     let gate = CgroupGate {
         chan,
+        cgroup: args.cgroup,
+        join_v1: matches!(args.v1_join, V1Join::AtGate),
         new_namespace: plan.creates(NamespaceKind::Cgroup),
         passed: Cell::new(false),
     };
@@ -254,9 +267,12 @@ fn run(args: &InitArgs<'_>, chan: &Channel) -> Result<Infallible> {
 /// (the namespace is rooted where the process is) and, at the latest, before exec. The init
 /// is there from its first step (born in the cgroup2 directory, moved itself into the v1 ones)
 /// unless the runtime had to move it, which it does while the init mounts; either way the
-/// runtime says `InCgroup` once membership, net devices and oom_score_adj are done.
+/// runtime says `InCgroup` once membership, net devices and oom_score_adj are done. With
+/// [`V1Join::AtGate`] the v1 `tasks` files come first, and the init moves itself here.
 struct CgroupGate<'a> {
     chan: &'a Channel,
+    cgroup: &'a Cgroup,
+    join_v1: bool,
     new_namespace: bool,
     passed: Cell<bool>,
 }
@@ -266,11 +282,47 @@ impl CgroupGate<'_> {
         if self.passed.replace(true) {
             return Ok(());
         }
+        if self.join_v1 {
+            self.join_v1_dirs()?;
+        }
         self.chan.expect(&Message::InCgroup).map_err(Error::Child)?;
         trace::mark("init: in cgroup");
         if self.new_namespace {
             namespaces::unshare(libc::CLONE_NEWCGROUP)?;
         }
+        Ok(())
+    }
+}
+
+impl CgroupGate<'_> {
+    fn join_v1_dirs(&self) -> Result<()> {
+        let fds = match self.chan.recv_with_fds() {
+            Ok(Some((Message::JoinCgroups, fds))) => fds,
+            Ok(Some((Message::Failed(text), _))) => return Err(Error::Child(text)),
+            other => {
+                return Err(Error::Child(format!(
+                    "expected JoinCgroups, got {:?}",
+                    other.map(|o| o.map(|(m, _)| m))
+                )));
+            }
+        };
+        let paths: Vec<_> = self
+            .cgroup
+            .dirs
+            .iter()
+            .filter(|d| !d.unified)
+            .map(|d| d.path.join("tasks"))
+            .collect();
+        if fds.len() != paths.len() {
+            return Err(Error::Child(format!(
+                "got {} cgroup tasks files for {} v1 hierarchies",
+                fds.len(),
+                paths.len()
+            )));
+        }
+        let files: Vec<_> = paths.into_iter().zip(fds).collect();
+        crate::cgroups::join_v1_self(&files)?;
+        trace::mark("init: moved itself into its v1 cgroups");
         Ok(())
     }
 }
