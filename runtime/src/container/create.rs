@@ -359,6 +359,22 @@ fn create(rt: &Runtime, id: &str, opts: &CreateOptions, launch: Launch) -> Resul
     if let Some(cpus) = &initial_cpus {
         attributes::set_cpu_affinity(Some(init_pid), cpus)?;
     }
+    // Unless hooks need the container's state or idmapped mounts must reach the init first,
+    // it has nothing more to wait for before its mounts: let it go on now (its critical path)
+    // and build the record meanwhile.
+    let init_hooks = hooks::any(
+        spec,
+        &[HookPoint::CreateContainer, HookPoint::StartContainer],
+    );
+    let go_on_now = !runtime_hooks && !init_hooks && idmapped.is_empty();
+    let go_on = || {
+        parent_chan
+            .send(&Message::Continue)
+            .op(|| "sync with the container init".to_string())
+    };
+    if go_on_now {
+        go_on()?;
+    }
     let stat = process_stat(init_pid)
         .ok_or_else(|| Error::Child("the container init vanished right after the clone".into()))?;
     let record = Record {
@@ -441,10 +457,7 @@ fn create(rt: &Runtime, id: &str, opts: &CreateOptions, launch: Launch) -> Resul
         hooks::run(spec, HookPoint::Prestart, &state)?;
         hooks::run(spec, HookPoint::CreateRuntime, &state)?;
     }
-    if hooks::any(
-        spec,
-        &[HookPoint::CreateContainer, HookPoint::StartContainer],
-    ) {
+    if init_hooks {
         parent_chan
             .send(&Message::State(creating()?.to_string()))
             .op(|| "sync with the container init".to_string())?;
@@ -466,9 +479,9 @@ fn create(rt: &Runtime, id: &str, opts: &CreateOptions, launch: Launch) -> Resul
     // Let the init build its mounts while we move it into its cgroup where it did not move
     // itself (a pid written to cgroup.procs may wait for an RCU grace period: milliseconds) and
     // write the record.
-    parent_chan
-        .send(&Message::Continue)
-        .op(|| "sync with the container init".to_string())?;
+    if !go_on_now {
+        go_on()?;
+    }
     // From here the init runs on its own: if it fails, its report explains more than the
     // error we would see (a write into a vanished cgroup member, a broken pipe).
     let explain = |e: Error| match parent_chan.try_recv() {
