@@ -164,8 +164,9 @@ fn create(rt: &Runtime, id: &str, opts: &CreateOptions, launch: Launch) -> Resul
         ));
     }
 
+    // The directory reserves the id; the `creating` marker comes with the record, after the
+    // clone (nothing reads the one without the other).
     let dir = rt.make_container_dir(id)?;
-    fs::File::create(dir.join(CREATING)).at("create", dir.join(CREATING))?;
     let mut undo = Undo {
         dir: Some(dir.clone()),
         cgroup: None,
@@ -491,12 +492,15 @@ fn create(rt: &Runtime, id: &str, opts: &CreateOptions, launch: Launch) -> Resul
     if !runtime_hooks {
         join_cgroup().map_err(explain)?;
     }
-    record.save(&dir)?;
-    trace::mark("create: state written");
     parent_chan
         .send(&Message::InCgroup)
         .op(|| "sync with the container init".to_string())
         .map_err(explain)?;
+    // Written while the init finishes its setup (state files may be on a journaling
+    // filesystem: a tenth of a millisecond or more).
+    fs::File::create(dir.join(CREATING)).at("create", dir.join(CREATING))?;
+    record.save(&dir)?;
+    trace::mark("create: state written");
 
     let mut pty_master = None;
     loop {

@@ -81,9 +81,13 @@ impl Root {
             ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
         ) {
             Ok(fd) => return self.check_leaf(fd, leaf, &rel),
-            Err(rustix::io::Errno::NOENT) | Err(rustix::io::Errno::XDEV) => {
+            Err(rustix::io::Errno::NOENT) => {
+                if let Some(fd) = self.create_missing_tail(&rel, leaf)? {
+                    return Ok(fd);
+                }
                 self.check_containment(path)?
             }
+            Err(rustix::io::Errno::XDEV) => self.check_containment(path)?,
             Err(e) => return Err(e).at("resolve in rootfs", self.path.join(&rel)),
         }
         let mut todo: VecDeque<OsString> = components(path);
@@ -151,6 +155,88 @@ impl Root {
             .lookup(&done, false)
             .at("resolve in rootfs", self.path.join(&done))?;
         self.check_leaf(fd, leaf, &done)
+    }
+
+    /// The common case of [`Root::create`]: only the end of the path is missing (a mount point
+    /// in a tmpfs just mounted, a directory the image lacks). The deepest ancestor that exists
+    /// is resolved beneath the root (no symlink on the way leaves it, none is absolute), and the
+    /// missing components are made relative to it and opened without following. `None` hands
+    /// anything else to the general walk: `..` in the path, a symlink met on the way (a
+    /// dangling one is followed there), an ancestor that does not resolve beneath the root.
+    fn create_missing_tail(&self, rel: &Path, leaf: Leaf) -> Result<Option<OwnedFd>> {
+        let mut comps = Vec::new();
+        for c in rel.components() {
+            match c {
+                Component::Normal(n) => comps.push(n),
+                Component::CurDir => {}
+                _ => return Ok(None),
+            }
+        }
+        if comps.is_empty() {
+            return Ok(None);
+        }
+        let beneath = ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS;
+        let dir_flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        // The leaf is missing (or the lookup would have succeeded): look from its parent up.
+        let mut existing = comps.len() - 1;
+        let mut parent = loop {
+            let ancestor: PathBuf = comps[..existing].iter().collect();
+            let ancestor = if existing == 0 {
+                PathBuf::from(".")
+            } else {
+                ancestor
+            };
+            match openat2_retry(&self.fd, &ancestor, dir_flags, beneath) {
+                Ok(fd) => break fd,
+                Err(rustix::io::Errno::NOENT) if existing > 0 => existing -= 1,
+                Err(_) => return Ok(None),
+            }
+        };
+        let mut done: PathBuf = comps[..existing].iter().collect();
+        for (i, comp) in comps.iter().enumerate().skip(existing) {
+            done.push(comp);
+            let last = i + 1 == comps.len();
+            let file = last && leaf == Leaf::File;
+            let made = if file {
+                rustix::fs::openat(
+                    &parent,
+                    *comp,
+                    OFlags::CREATE
+                        | OFlags::EXCL
+                        | OFlags::WRONLY
+                        | OFlags::NOFOLLOW
+                        | OFlags::CLOEXEC,
+                    Mode::from_bits_truncate(0o644),
+                )
+                .map(drop)
+            } else {
+                rustix::fs::mkdirat(&parent, *comp, Mode::from_bits_truncate(0o755))
+            };
+            match made {
+                // EXIST: raced, or a dangling symlink; the open below tells which.
+                Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                Err(e) => return Err(e).at("create in rootfs", self.path.join(&done)),
+            }
+            let flags = if file {
+                OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC
+            } else {
+                dir_flags | OFlags::NOFOLLOW
+            };
+            parent = match rustix::fs::openat(&parent, *comp, flags, Mode::empty()) {
+                Ok(fd) => fd,
+                // A symlink where a directory was made: the general walk follows it.
+                Err(rustix::io::Errno::NOTDIR) | Err(rustix::io::Errno::LOOP) => return Ok(None),
+                Err(e) => return Err(e).at("resolve in rootfs", self.path.join(&done)),
+            };
+            if file
+                && rustix::fs::fstat(&parent).is_ok_and(|st| {
+                    rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Symlink
+                })
+            {
+                return Ok(None);
+            }
+        }
+        self.check_leaf(parent, leaf, rel).map(Some)
     }
 
     fn check_leaf(&self, fd: OwnedFd, leaf: Leaf, rel: &Path) -> Result<OwnedFd> {
@@ -344,6 +430,49 @@ mod tests {
         assert!(root.lookup(Path::new("/proc"), false).is_ok());
         let e = root.lookup(Path::new("/proc"), true).unwrap_err();
         assert_eq!(e.raw_os_error(), Some(libc::ELOOP));
+    }
+
+    #[test]
+    fn dangling_symlinks_at_the_end_are_followed_inside() {
+        // Only the last component is missing, and it is a dangling symlink: the fast path for a
+        // missing tail must hand it to the walk that follows it inside the root.
+        let t = tempfile::tempdir().unwrap();
+        std::fs::create_dir(t.path().join("d")).unwrap();
+        symlink("/made-file", t.path().join("d/flink")).unwrap();
+        symlink("/made-dir", t.path().join("d/dlink")).unwrap();
+        let root = Root::open(t.path()).unwrap();
+        let fd = root.create(Path::new("/d/flink"), Leaf::File).unwrap();
+        assert_eq!(real(&root, &fd), t.path().join("made-file"));
+        assert!(t.path().join("made-file").is_file());
+        let fd = root.create(Path::new("/d/dlink/sub"), Leaf::Dir).unwrap();
+        assert_eq!(real(&root, &fd), t.path().join("made-dir/sub"));
+        // Relative ones resolve beneath the root, so the lookup reports them missing (ENOENT).
+        symlink("../rel-file", t.path().join("d/rflink")).unwrap();
+        symlink("../rel-dir", t.path().join("d/rdlink")).unwrap();
+        let fd = root.create(Path::new("/d/rflink"), Leaf::File).unwrap();
+        assert_eq!(real(&root, &fd), t.path().join("rel-file"));
+        let fd = root.create(Path::new("/d/rdlink"), Leaf::Dir).unwrap();
+        assert_eq!(real(&root, &fd), t.path().join("rel-dir"));
+        assert!(t.path().join("rel-dir").is_dir());
+    }
+
+    #[test]
+    fn a_missing_tail_below_existing_dirs_is_made() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(t.path().join("sys/fs")).unwrap();
+        let root = Root::open(t.path()).unwrap();
+        let fd = root
+            .create(Path::new("/sys/fs/cgroup/cpu"), Leaf::Dir)
+            .unwrap();
+        assert_eq!(real(&root, &fd), t.path().join("sys/fs/cgroup/cpu"));
+        let fd = root
+            .create(Path::new("/./etc/x/hosts"), Leaf::File)
+            .unwrap();
+        assert_eq!(real(&root, &fd), t.path().join("etc/x/hosts"));
+        assert!(t.path().join("etc/x/hosts").is_file());
+        // Again: everything exists now (the lookup's fast path).
+        let fd = root.create(Path::new("/etc/x/hosts"), Leaf::File).unwrap();
+        assert_eq!(real(&root, &fd), t.path().join("etc/x/hosts"));
     }
 
     #[test]
