@@ -394,7 +394,8 @@ fn create(rt: &Runtime, id: &str, opts: &CreateOptions, launch: Launch) -> Resul
         cgroup: cgroup.clone(),
         namespaces: plan.kinds(),
         owns_pid_namespace: plan.creates(NamespaceKind::Pid),
-        spec: spec.clone(),
+        spec: crate::state::encode_spec(spec)?,
+        late_hooks: Some(crate::state::has_late_hooks(spec)),
     };
     // Moving a device waits for RCU grace periods (tens of ms): it overlaps the init's mounts,
     // and the init waits for `InCgroup`, sent after it, before it execs.

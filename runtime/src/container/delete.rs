@@ -36,11 +36,14 @@ impl Container {
         }
         self.record.cgroup.remove()?;
         trace::mark("delete: cgroup removed");
-        if crate::hooks::any(&self.record.spec, &[crate::hooks::HookPoint::Poststop]) {
-            let mut state = serde_json::to_value(self.oci_state())
-                .map_err(|e| Error::sys("encode state", e))?;
-            state["status"] = "stopped".into();
-            crate::hooks::run_logged(&self.record.spec, crate::hooks::HookPoint::Poststop, &state);
+        if self.record.may_have_late_hooks() {
+            let spec = self.record.spec()?;
+            if crate::hooks::any(&spec, &[crate::hooks::HookPoint::Poststop]) {
+                let mut state = serde_json::to_value(self.oci_state())
+                    .map_err(|e| Error::sys("encode state", e))?;
+                state["status"] = "stopped".into();
+                crate::hooks::run_logged(&spec, crate::hooks::HookPoint::Poststop, &state);
+            }
         }
         remove_state_dir(&self.dir)?;
         trace::mark("delete: done");

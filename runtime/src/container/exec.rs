@@ -67,10 +67,9 @@ impl Container {
         }
 
         let (pid_ns, namespaces) = self.open_namespaces()?;
+        let spec = self.record.spec()?;
         // The container's filter binds what is exec'd into it too (as with runc).
-        let seccomp = self
-            .record
-            .spec
+        let seccomp = spec
             .linux()
             .as_ref()
             .and_then(|l| l.seccomp().as_ref())
@@ -94,7 +93,7 @@ impl Container {
         };
         let args = ExecArgs {
             process: &opts.process,
-            linux: self.record.spec.linux().as_ref(),
+            linux: spec.linux().as_ref(),
             namespaces,
             console_socket: console.as_ref(),
             console_to_parent: opts.console_to_caller && terminal_wanted,

@@ -36,8 +36,8 @@ impl Container {
         };
         let pidfd = wait::pidfd_open(self.pid()).ok_or_else(gone)?;
         // poststart hooks run after the user program is executed (not merely released).
-        let wait_for_exec =
-            crate::hooks::any(&self.record.spec, &[crate::hooks::HookPoint::Poststart]);
+        let wait_for_exec = self.record.may_have_late_hooks()
+            && crate::hooks::any(&self.record.spec()?, &[crate::hooks::HookPoint::Poststart]);
         let mut released = false;
         loop {
             let mut fds = [
@@ -85,7 +85,14 @@ impl Container {
 impl Container {
     /// poststart hooks: the user program runs; a failing hook is reported, not fatal.
     pub(crate) fn after_start(&self) {
-        let spec = &self.record.spec;
+        if !self.record.may_have_late_hooks() {
+            return;
+        }
+        let spec = match self.record.spec() {
+            Ok(spec) => spec,
+            Err(e) => return log::warn!("poststart hooks: {e}"),
+        };
+        let spec = &spec;
         if crate::hooks::any(spec, &[crate::hooks::HookPoint::Poststart]) {
             match serde_json::to_value(self.oci_state()) {
                 Ok(state) => {

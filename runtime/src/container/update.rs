@@ -19,11 +19,13 @@ impl Container {
             });
         }
         self.record.cgroup.apply(resources)?;
-        let mut linux = self.record.spec.linux().clone().unwrap_or_default();
+        let mut spec = self.record.spec()?;
+        let mut linux = spec.linux().clone().unwrap_or_default();
         let mut merged = linux.resources().clone().unwrap_or_default();
         merge(&mut merged, resources);
         linux.set_resources(Some(merged));
-        self.record.spec.set_linux(Some(linux));
+        spec.set_linux(Some(linux));
+        self.record.set_spec(&spec)?;
         self.record.save(&self.dir)
     }
 }

@@ -322,11 +322,16 @@ fn exec_process(container: &Container, a: &ExecArgs) -> Result<Process, CliError
         ));
     }
     // Never `Process::default()`: oci-spec's default grants inheritable capabilities.
-    let base = container.record().spec.process().clone().ok_or_else(|| {
-        CliError::Usage(
-            "the container's config has no process to base exec on: use --process".into(),
-        )
-    })?;
+    let base = container
+        .record()
+        .spec()?
+        .process()
+        .clone()
+        .ok_or_else(|| {
+            CliError::Usage(
+                "the container's config has no process to base exec on: use --process".into(),
+            )
+        })?;
     let mut p = base.clone();
     p.set_args(Some(a.command.clone()));
     p.set_terminal(Some(a.tty));
