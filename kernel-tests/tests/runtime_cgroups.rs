@@ -273,42 +273,77 @@ fn cgroup_of(pid: i64, dir: &berth_runtime::cgroups::CgroupDir) -> Option<String
 #[test]
 fn a_created_init_is_in_its_cgroup_in_every_hierarchy() {
     // As root the v1 directories are made while the init sets up its mounts, and it moves
-    // itself in at its cgroup gate: by the end of `create` it must be in every one of them.
+    // itself in before its cgroup mount or, without one, right after its mounts: by the end
+    // of `create` it must be in every one of them.
     let rt = Runtime::new();
-    let id = unique("cgall");
-    let path = format!("/{}/c", unique("berth-cgall"));
-    let bundle = with_resources(
-        Bundle::sh("sleep 100").edit(|s| s["linux"]["cgroupsPath"] = json!(path)),
-        json!({"memory": {"limit": 67108864}, "pids": {"limit": 64}}),
-    );
-    rt.create(&id, &bundle);
-    let pid = rt.state(&id)["pid"].as_i64().unwrap();
-    let planned =
-        berth_runtime::cgroups::Cgroup::plan(&Layout::detect().unwrap(), Path::new(&path));
-    assert!(
-        planned.dirs.len() > 2,
-        "v1 hierarchies and cgroup2: {planned:?}"
-    );
-    for d in &planned.dirs {
-        assert_eq!(
-            cgroup_of(pid, d).as_deref(),
-            Some(d.hierarchy_path.to_str().unwrap()),
-            "{} ({:?})",
-            d.path.display(),
-            d.subsystems
+    for cgroup_mount in [true, false] {
+        let id = unique("cgall");
+        let path = format!("/{}/c", unique("berth-cgall"));
+        let bundle = with_resources(
+            Bundle::sh("sleep 100").edit(|s| {
+                s["linux"]["cgroupsPath"] = json!(path);
+                if !cgroup_mount {
+                    s["mounts"]
+                        .as_array_mut()
+                        .unwrap()
+                        .retain(|m| m["type"] != "cgroup" && m["type"] != "cgroup2");
+                }
+            }),
+            json!({"memory": {"limit": 67108864}, "pids": {"limit": 64}}),
         );
-    }
-    let memory = planned.dir_for("memory").unwrap();
-    assert_eq!(
-        fs::read_to_string(memory.path.join("memory.limit_in_bytes"))
-            .unwrap()
-            .trim(),
-        "67108864"
-    );
-    rt.ok(&["delete", "--force", &id]);
-    for d in &planned.dirs {
-        assert!(!d.path.exists(), "{} left behind", d.path.display());
-        let _ = fs::remove_dir(d.path.parent().unwrap());
+        // Traced, to see that this path was taken: the runtime hands the tasks files over
+        // after the clone and the init moves itself.
+        let dir = rt.prepare(&id, &bundle);
+        let mut create = rt.command(&[
+            "create".as_ref(),
+            "--bundle".as_ref(),
+            dir.as_os_str(),
+            id.as_ref(),
+        ]);
+        create.env("BERTH_RUNTIME_TRACE", "1");
+        let out = berth_kernel_tests::harness::output_through_files(create);
+        let trace = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(out.status.success(), "{trace}");
+        let at = |mark: &str| {
+            trace
+                .lines()
+                .position(|l| l.ends_with(mark))
+                .unwrap_or_else(|| panic!("no {mark:?} in {trace}"))
+        };
+        assert!(
+            at("create: cloned") < at("create: v1 cgroups made"),
+            "{trace}"
+        );
+        at("init: moved itself into its v1 cgroups");
+
+        let pid = rt.state(&id)["pid"].as_i64().unwrap();
+        let planned =
+            berth_runtime::cgroups::Cgroup::plan(&Layout::detect().unwrap(), Path::new(&path));
+        assert!(
+            planned.dirs.len() > 2,
+            "v1 hierarchies and cgroup2: {planned:?}"
+        );
+        for d in &planned.dirs {
+            assert_eq!(
+                cgroup_of(pid, d).as_deref(),
+                Some(d.hierarchy_path.to_str().unwrap()),
+                "cgroup mount {cgroup_mount}: {} ({:?})",
+                d.path.display(),
+                d.subsystems
+            );
+        }
+        let memory = planned.dir_for("memory").unwrap();
+        assert_eq!(
+            fs::read_to_string(memory.path.join("memory.limit_in_bytes"))
+                .unwrap()
+                .trim(),
+            "67108864"
+        );
+        rt.ok(&["delete", "--force", &id]);
+        for d in &planned.dirs {
+            assert!(!d.path.exists(), "{} left behind", d.path.display());
+            let _ = fs::remove_dir(d.path.parent().unwrap());
+        }
     }
 }
 
@@ -322,7 +357,7 @@ fn a_busy_v1_cgroup_is_refused_after_the_clone_without_leftovers() {
     let planned =
         berth_runtime::cgroups::Cgroup::plan(&Layout::detect().unwrap(), Path::new(&path));
     let memory = planned.dir_for("memory").unwrap().path.clone();
-    fs::create_dir_all(&memory).unwrap();
+    fs::create_dir_all(memory.join("theirs")).unwrap();
     let mut squatter = Command::new("sleep").arg("100").spawn().unwrap();
     fs::write(memory.join("cgroup.procs"), squatter.id().to_string()).unwrap();
 
@@ -341,10 +376,15 @@ fn a_busy_v1_cgroup_is_refused_after_the_clone_without_leftovers() {
         squatter.id().to_string(),
         "the squatter's cgroup is not ours to touch, and no init of ours is left in it"
     );
+    assert!(
+        memory.join("theirs").is_dir(),
+        "a cgroup below the squatter's was removed"
+    );
 
     squatter.kill().unwrap();
     squatter.wait().unwrap();
     let top = |d: &Path| d.parent().unwrap().to_path_buf();
+    fs::remove_dir(memory.join("theirs")).unwrap();
     // The killed squatter leaves its cgroup asynchronously.
     for _ in 0..400 {
         if fs::remove_dir(&memory).is_ok() {

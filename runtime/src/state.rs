@@ -20,8 +20,9 @@ pub(crate) const STATE_FILE: &str = "state.json";
 /// The FIFO the waiting init opens for writing; `start` opens it for reading. Present exactly
 /// while the container is `created`.
 pub(crate) const EXEC_FIFO: &str = "exec.fifo";
-/// Present from the state directory's creation until the init reports ready: the container is
-/// `creating` meanwhile, and `start` and `exec` refuse it.
+/// Written just before the record and present until the init reports ready: the container is
+/// `creating` meanwhile, and `start` and `exec` refuse it. (Before the record exists the
+/// container is not there at all; `delete --force` removes the leftovers of a killed create.)
 pub(crate) const CREATING: &str = "creating";
 /// The container's cgroup, recorded before it is made (see `Runtime::remove_leftovers`).
 pub(crate) const CGROUP_FILE: &str = "cgroup.json";

@@ -200,6 +200,19 @@ impl Cgroup {
         result
     }
 
+    /// The directories of `part` alone.
+    pub fn part(&self, part: Part) -> Cgroup {
+        Cgroup {
+            dirs: self
+                .dirs
+                .iter()
+                .filter(|d| part.holds(d))
+                .cloned()
+                .collect(),
+            unified_controllers: self.unified_controllers.clone(),
+        }
+    }
+
     /// Whether the cgroup has directories in v1 hierarchies.
     pub fn has_v1(&self) -> bool {
         self.dirs.iter().any(|d| !d.unified)

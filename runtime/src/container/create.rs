@@ -199,21 +199,30 @@ fn create(rt: &Runtime, id: &str, opts: &CreateOptions, launch: Launch) -> Resul
     // in their cgroup before they run on, and those behind an intermediate process.
     let initial_cpus = attributes::cpu_set(process.exec_cpu_affinity().as_ref(), true)?;
     let runtime_hooks = hooks::any(spec, &[HookPoint::Prestart, HookPoint::CreateRuntime]);
+    let init_hooks = hooks::any(
+        spec,
+        &[HookPoint::CreateContainer, HookPoint::StartContainer],
+    );
     let born_in_cgroup = !plan.needs_intermediate() && initial_cpus.is_none();
     // Otherwise the init moves itself into its v1 cgroups, avoiding the kernel's global lock
     // (`join_v1_self`); the cgroup2 part it is born in (CLONE_INTO_CGROUP). As root, the v1
     // directories (a dozen hierarchies: most of the cgroup work) are made after the clone,
-    // while the init sets up its mounts, and reach it at its cgroup gate. (Unprivileged, a
-    // refused cgroup changes what the init mounts: that is settled before the clone.)
-    let v1_after_clone =
-        born_in_cgroup && !runtime_hooks && rustix::process::geteuid().is_root() && cgroup.has_v1();
+    // while the init sets up its mounts; it moves itself in once they are done, before
+    // anything else runs. (Unprivileged, a refused cgroup changes what the init mounts: that
+    // is settled before the clone; hooks see the init in its cgroups from its start.)
+    let v1_after_clone = born_in_cgroup
+        && !runtime_hooks
+        && !init_hooks
+        && rustix::process::geteuid().is_root()
+        && cgroup.has_v1();
     let before_clone = if v1_after_clone {
         Part::Unified
     } else {
         Part::All
     };
     match cgroup.create_part(linux.resources().as_ref(), before_clone) {
-        Ok(()) => undo.cgroup = Some(cgroup.clone()),
+        // Only what was made is undone (a busy v1 directory found later is not ours).
+        Ok(()) => undo.cgroup = Some(cgroup.part(before_clone)),
         // Rootless without a delegated cgroup: a container that asks for no limits runs
         // without a cgroup of its own (as with runc); one that asks for limits cannot.
         Err(e) if rootless_denied(&e) => {
@@ -360,13 +369,15 @@ fn create(rt: &Runtime, id: &str, opts: &CreateOptions, launch: Launch) -> Resul
     if let Some(cpus) = &initial_cpus {
         attributes::set_cpu_affinity(Some(init_pid), cpus)?;
     }
+    // Once the init runs on its own, its failure report explains more than the error we would
+    // see (a write into a vanished cgroup member, a broken pipe).
+    let explain = |e: Error| match parent_chan.try_recv() {
+        Some(Message::Failed(text)) => Error::Child(text),
+        _ => e,
+    };
     // Unless hooks need the container's state or idmapped mounts must reach the init first,
     // it has nothing more to wait for before its mounts: let it go on now (its critical path)
     // and build the record meanwhile.
-    let init_hooks = hooks::any(
-        spec,
-        &[HookPoint::CreateContainer, HookPoint::StartContainer],
-    );
     let go_on_now = !runtime_hooks && !init_hooks && idmapped.is_empty();
     let go_on = || {
         parent_chan
@@ -374,7 +385,7 @@ fn create(rt: &Runtime, id: &str, opts: &CreateOptions, launch: Launch) -> Resul
             .op(|| "sync with the container init".to_string())
     };
     if go_on_now {
-        go_on()?;
+        go_on().map_err(explain)?;
     }
     let stat = process_stat(init_pid)
         .ok_or_else(|| Error::Child("the container init vanished right after the clone".into()))?;
@@ -417,15 +428,6 @@ fn create(rt: &Runtime, id: &str, opts: &CreateOptions, launch: Launch) -> Resul
         crate::net_devices::move_into(linux, &netns)
     };
     let join_cgroup = || {
-        if v1_after_clone {
-            cgroup.create_part(linux.resources().as_ref(), Part::V1)?;
-            let files = cgroup.v1_task_files()?;
-            let fds: Vec<_> = files.iter().map(|(_, fd)| fd.as_fd()).collect();
-            parent_chan
-                .send_with_fds(&Message::JoinCgroups, &fds)
-                .op(|| "hand the cgroup tasks files to the container init".to_string())?;
-            trace::mark("create: v1 cgroups made");
-        }
         move_net_devices()?;
         let moved_itself_v1 = v1_after_clone || !cgroup_tasks.is_empty();
         cgroup.add_process(init_pid, born_in_unified, moved_itself_v1)?;
@@ -484,24 +486,41 @@ fn create(rt: &Runtime, id: &str, opts: &CreateOptions, launch: Launch) -> Resul
     if !go_on_now {
         go_on()?;
     }
-    // From here the init runs on its own: if it fails, its report explains more than the
-    // error we would see (a write into a vanished cgroup member, a broken pipe).
-    let explain = |e: Error| match parent_chan.try_recv() {
-        Some(Message::Failed(text)) => Error::Child(text),
-        _ => e,
-    };
+    if v1_after_clone {
+        cgroup
+            .create_part(linux.resources().as_ref(), Part::V1)
+            .map_err(explain)?;
+        undo.cgroup = Some(cgroup.clone());
+        let files = cgroup.v1_task_files()?;
+        let fds: Vec<_> = files.iter().map(|(_, fd)| fd.as_fd()).collect();
+        parent_chan
+            .send_with_fds(&Message::JoinCgroups, &fds)
+            .op(|| "hand the cgroup tasks files to the container init".to_string())
+            .map_err(explain)?;
+        trace::mark("create: v1 cgroups made");
+    }
     if !runtime_hooks {
         join_cgroup().map_err(explain)?;
+    }
+    // The state is written while the init finishes its setup (state files may be on a
+    // journaling filesystem: a tenth of a millisecond or more), unless the init runs hooks,
+    // which may ask for it.
+    let write_state = || {
+        fs::File::create(dir.join(CREATING)).at("create", dir.join(CREATING))?;
+        record.save(&dir)?;
+        trace::mark("create: state written");
+        Ok::<(), Error>(())
+    };
+    if init_hooks {
+        write_state()?;
     }
     parent_chan
         .send(&Message::InCgroup)
         .op(|| "sync with the container init".to_string())
         .map_err(explain)?;
-    // Written while the init finishes its setup (state files may be on a journaling
-    // filesystem: a tenth of a millisecond or more).
-    fs::File::create(dir.join(CREATING)).at("create", dir.join(CREATING))?;
-    record.save(&dir)?;
-    trace::mark("create: state written");
+    if !init_hooks {
+        write_state()?;
+    }
 
     let mut pty_master = None;
     loop {

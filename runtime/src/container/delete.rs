@@ -36,8 +36,16 @@ impl Container {
         }
         self.record.cgroup.remove()?;
         trace::mark("delete: cgroup removed");
-        if self.record.may_have_late_hooks() {
-            let spec = self.record.spec()?;
+        // A config that no longer parses must not keep the container from going away.
+        let spec = if self.record.may_have_late_hooks() {
+            self.record
+                .spec()
+                .inspect_err(|e| log::warn!("poststop hooks: {e}"))
+                .ok()
+        } else {
+            None
+        };
+        if let Some(spec) = spec {
             if crate::hooks::any(&spec, &[crate::hooks::HookPoint::Poststop]) {
                 let mut state = serde_json::to_value(self.oci_state())
                     .map_err(|e| Error::sys("encode state", e))?;

@@ -18,8 +18,8 @@ impl Container {
                 action: "update",
             });
         }
-        self.record.cgroup.apply(resources)?;
         let mut spec = self.record.spec()?;
+        self.record.cgroup.apply(resources)?;
         let mut linux = spec.linux().clone().unwrap_or_default();
         let mut merged = linux.resources().clone().unwrap_or_default();
         merge(&mut merged, resources);

@@ -176,14 +176,14 @@ impl Channel {
         let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
         let mut control = RecvAncillaryBuffer::new(&mut space);
         let mut reset_seen = false;
-        let n = loop {
+        let msg = loop {
             match rustix::net::recvmsg(
                 &self.fd,
                 &mut [IoSliceMut::new(&mut buf)],
                 &mut control,
                 RecvFlags::CMSG_CLOEXEC,
             ) {
-                Ok(r) => break r.bytes,
+                Ok(r) => break r,
                 Err(rustix::io::Errno::INTR) => continue,
                 // A peer that exits with a message of ours unread resets the socket, and a
                 // SEQPACKET socket reports that error before the messages still queued (the
@@ -192,6 +192,7 @@ impl Channel {
                 Err(e) => return Err(e.into()),
             }
         };
+        let n = msg.bytes;
         if n == 0 {
             return Ok(None);
         }
@@ -200,6 +201,11 @@ impl Channel {
             if let RecvAncillaryMessage::ScmRights(fds) = msg {
                 received.extend(fds);
             }
+        }
+        if msg.flags.contains(rustix::net::ReturnFlags::CTRUNC) {
+            return Err(io::Error::other(
+                "descriptors sent along with a sync message were dropped (RLIMIT_NOFILE too low?)",
+            ));
         }
         Ok(Some((Message::decode(&buf[..n])?, received)))
     }

@@ -169,7 +169,7 @@ fn run(args: &InitArgs<'_>, chan: &Channel) -> Result<Infallible> {
     let gate = CgroupGate {
         chan,
         cgroup: args.cgroup,
-        join_v1: matches!(args.v1_join, V1Join::AtGate),
+        join_v1: Cell::new(matches!(args.v1_join, V1Join::AtGate)),
         new_namespace: plan.creates(NamespaceKind::Cgroup),
         passed: Cell::new(false),
     };
@@ -193,6 +193,9 @@ fn run(args: &InitArgs<'_>, chan: &Channel) -> Result<Infallible> {
     trace::mark("init: namespaces done");
     rootfs::prepare(&setup)?;
     trace::mark("init: rootfs mounted");
+    // Into the v1 cgroups the runtime made meanwhile before anything else runs (hooks, the
+    // limits and policies `prepare` sets), if the cgroup mount did not take it there already.
+    gate.join_v1()?;
     // In the container's namespaces, host paths still visible (before pivot_root).
     hooks::run(args.spec, HookPoint::CreateContainer, &hook_state)?;
     rootfs::enter(&setup)?;
@@ -272,7 +275,8 @@ fn run(args: &InitArgs<'_>, chan: &Channel) -> Result<Infallible> {
 struct CgroupGate<'a> {
     chan: &'a Channel,
     cgroup: &'a Cgroup,
-    join_v1: bool,
+    /// The v1 `tasks` files are still to come ([`V1Join::AtGate`]).
+    join_v1: Cell<bool>,
     new_namespace: bool,
     passed: Cell<bool>,
 }
@@ -282,9 +286,7 @@ impl CgroupGate<'_> {
         if self.passed.replace(true) {
             return Ok(());
         }
-        if self.join_v1 {
-            self.join_v1_dirs()?;
-        }
+        self.join_v1()?;
         self.chan.expect(&Message::InCgroup).map_err(Error::Child)?;
         trace::mark("init: in cgroup");
         if self.new_namespace {
@@ -292,10 +294,13 @@ impl CgroupGate<'_> {
         }
         Ok(())
     }
-}
 
-impl CgroupGate<'_> {
-    fn join_v1_dirs(&self) -> Result<()> {
+    /// Moves the init into its v1 directories once the runtime sends their `tasks` files; a
+    /// no-op when there is nothing to wait for (or it was done).
+    fn join_v1(&self) -> Result<()> {
+        if !self.join_v1.replace(false) {
+            return Ok(());
+        }
         let fds = match self.chan.recv_with_fds() {
             Ok(Some((Message::JoinCgroups, fds))) => fds,
             Ok(Some((Message::Failed(text), _))) => return Err(Error::Child(text)),

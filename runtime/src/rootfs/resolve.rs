@@ -106,22 +106,7 @@ impl Root {
             let parent = self
                 .lookup(&done, false)
                 .at("resolve in rootfs", self.path.join(&done))?;
-            let made = if todo.is_empty() && leaf == Leaf::File {
-                rustix::fs::openat(
-                    &parent,
-                    comp.as_os_str(),
-                    OFlags::CREATE
-                        | OFlags::EXCL
-                        | OFlags::WRONLY
-                        | OFlags::NOFOLLOW
-                        | OFlags::CLOEXEC,
-                    Mode::from_bits_truncate(0o644),
-                )
-                .map(drop)
-            } else {
-                rustix::fs::mkdirat(&parent, comp.as_os_str(), Mode::from_bits_truncate(0o755))
-            };
-            match made {
+            match make_entry(&parent, &comp, todo.is_empty() && leaf == Leaf::File) {
                 Ok(()) => {}
                 Err(rustix::io::Errno::EXIST) => {
                     // Something is there yet did not resolve: a dangling symlink. Follow it.
@@ -160,9 +145,11 @@ impl Root {
     /// The common case of [`Root::create`]: only the end of the path is missing (a mount point
     /// in a tmpfs just mounted, a directory the image lacks). The deepest ancestor that exists
     /// is resolved beneath the root (no symlink on the way leaves it, none is absolute), and the
-    /// missing components are made relative to it and opened without following. `None` hands
-    /// anything else to the general walk: `..` in the path, a symlink met on the way (a
-    /// dangling one is followed there), an ancestor that does not resolve beneath the root.
+    /// missing components are made relative to it and opened without following (a relative
+    /// symlink among the existing ancestors is followed, beneath the root). `None` hands
+    /// anything else to the general walk: `..` in the path, a symlink where a component was
+    /// to be made (a dangling one is followed there), an ancestor that does not resolve beneath
+    /// the root (an absolute symlink, one that climbs out).
     fn create_missing_tail(&self, rel: &Path, leaf: Leaf) -> Result<Option<OwnedFd>> {
         let mut comps = Vec::new();
         for c in rel.components() {
@@ -197,22 +184,7 @@ impl Root {
             done.push(comp);
             let last = i + 1 == comps.len();
             let file = last && leaf == Leaf::File;
-            let made = if file {
-                rustix::fs::openat(
-                    &parent,
-                    *comp,
-                    OFlags::CREATE
-                        | OFlags::EXCL
-                        | OFlags::WRONLY
-                        | OFlags::NOFOLLOW
-                        | OFlags::CLOEXEC,
-                    Mode::from_bits_truncate(0o644),
-                )
-                .map(drop)
-            } else {
-                rustix::fs::mkdirat(&parent, *comp, Mode::from_bits_truncate(0o755))
-            };
-            match made {
+            match make_entry(&parent, comp, file) {
                 // EXIST: raced, or a dangling symlink; the open below tells which.
                 Ok(()) | Err(rustix::io::Errno::EXIST) => {}
                 Err(e) => return Err(e).at("create in rootfs", self.path.join(&done)),
@@ -301,6 +273,21 @@ impl Root {
             std::os::fd::AsRawFd::as_raw_fd(fd)
         ))
         .unwrap_or_else(|_| self.path.clone())
+    }
+}
+
+/// Makes `name` in `parent`, an empty file (`file`) or a directory, never through a symlink.
+fn make_entry(parent: &OwnedFd, name: &OsStr, file: bool) -> rustix::io::Result<()> {
+    if file {
+        rustix::fs::openat(
+            parent,
+            name,
+            OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_bits_truncate(0o644),
+        )
+        .map(drop)
+    } else {
+        rustix::fs::mkdirat(parent, name, Mode::from_bits_truncate(0o755))
     }
 }
 
@@ -454,6 +441,38 @@ mod tests {
         let fd = root.create(Path::new("/d/rdlink"), Leaf::Dir).unwrap();
         assert_eq!(real(&root, &fd), t.path().join("rel-dir"));
         assert!(t.path().join("rel-dir").is_dir());
+    }
+
+    #[test]
+    fn the_missing_tail_fast_path_takes_only_plain_tails() {
+        let t = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(t.path().join("sys/fs")).unwrap();
+        std::fs::create_dir(t.path().join("d")).unwrap();
+        symlink("../rel-file", t.path().join("d/rflink")).unwrap();
+        symlink("../rel-dir", t.path().join("d/rdlink")).unwrap();
+        symlink("../../../../..", t.path().join("d/up")).unwrap();
+        symlink(outside.path(), t.path().join("d/abs")).unwrap();
+        symlink("sys", t.path().join("sys-link")).unwrap();
+        let root = Root::open(t.path()).unwrap();
+        let tail = |p: &str, leaf| root.create_missing_tail(Path::new(p), leaf).unwrap();
+
+        let fd = tail("sys/fs/cgroup/cpu", Leaf::Dir).expect("a plain tail");
+        assert_eq!(real(&root, &fd), t.path().join("sys/fs/cgroup/cpu"));
+        let fd = tail("etc/new/hosts", Leaf::File).expect("a plain tail");
+        assert_eq!(real(&root, &fd), t.path().join("etc/new/hosts"));
+        // A relative symlink inside the root on the way is followed beneath it.
+        let fd = tail("sys-link/kernel", Leaf::Dir).expect("beneath the root");
+        assert_eq!(real(&root, &fd), t.path().join("sys/kernel"));
+        // Left to the general walk: a dangling symlink at the end, `..`, a symlink that climbs
+        // out or is absolute on the way.
+        assert!(tail("d/rflink", Leaf::File).is_none());
+        assert!(tail("d/rdlink", Leaf::Dir).is_none());
+        assert!(tail("d/../x", Leaf::Dir).is_none());
+        assert!(tail("d/up/etc/x", Leaf::Dir).is_none());
+        assert!(tail("d/abs/x", Leaf::Dir).is_none());
+        assert!(!t.path().join("rel-file").exists() && !t.path().join("x").exists());
+        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
     }
 
     #[test]
