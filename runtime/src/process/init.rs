@@ -44,7 +44,7 @@ pub(crate) enum V1Join<'a> {
     Now(&'a [(std::path::PathBuf, OwnedFd)]),
     /// It moves itself through the `tasks` files the runtime sends (`JoinCgroups`) once it
     /// has made the v1 directories, which it does while the init sets up its mounts; the init
-    /// takes them at its cgroup gate.
+    /// takes them at its cgroup mount or, without one, right after its mounts.
     AtGate,
 }
 
@@ -271,7 +271,8 @@ fn run(args: &InitArgs<'_>, chan: &Channel) -> Result<Infallible> {
 /// is there from its first step (born in the cgroup2 directory, moved itself into the v1 ones)
 /// unless the runtime had to move it, which it does while the init mounts; either way the
 /// runtime says `InCgroup` once membership, net devices and oom_score_adj are done. With
-/// [`V1Join::AtGate`] the v1 `tasks` files come first, and the init moves itself here.
+/// [`V1Join::AtGate`] the v1 `tasks` files come first, and the init moves itself here (or
+/// earlier, right after its mounts, when the config has no cgroup mount).
 struct CgroupGate<'a> {
     chan: &'a Channel,
     cgroup: &'a Cgroup,
