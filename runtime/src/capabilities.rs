@@ -106,7 +106,7 @@ pub fn name(n: u32) -> Option<String> {
 
 /// The highest capability this kernel knows.
 pub fn last_cap() -> u32 {
-    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+    crate::sys::read_pseudo_to_string("/proc/sys/kernel/cap_last_cap")
         .ok()
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(40)

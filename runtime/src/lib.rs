@@ -161,7 +161,7 @@ impl Runtime {
 /// The library forks (clone3) in `create` and `exec`: a copy of one thread of a multi-threaded
 /// process may inherit a lock held by another forever. Refuse instead of hanging later.
 pub(crate) fn ensure_single_threaded() -> Result<()> {
-    let stat = fs::read_to_string("/proc/self/stat").at("read", "/proc/self/stat")?;
+    let stat = sys::read_pseudo_to_string("/proc/self/stat").at("read", "/proc/self/stat")?;
     let threads: u64 = stat
         .rsplit(')')
         .next()

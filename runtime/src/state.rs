@@ -161,7 +161,7 @@ impl ProcessStat {
 }
 
 pub(crate) fn process_stat(pid: i32) -> Option<ProcessStat> {
-    let text = fs::read(format!("/proc/{pid}/stat")).ok()?;
+    let text = crate::sys::read_pseudo_file(Path::new(&format!("/proc/{pid}/stat"))).ok()?;
     parse_stat(&text)
 }
 

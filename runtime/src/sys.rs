@@ -8,6 +8,36 @@ use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr;
 
+/// Reads a file of the proc, sys or cgroup filesystems whole. `fs::read` asks for the size
+/// first (these report 0) and then reads in steps growing from 32 bytes, each step a system
+/// call for which the kernel formats the file again up to where the read starts (six reads
+/// for /proc/PID/stat, eleven for a mountinfo); here it is one read and the end-of-file.
+pub fn read_pseudo_file(path: &std::path::Path) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut buf = vec![0u8; 4096];
+    let mut len = 0;
+    loop {
+        if len == buf.len() {
+            buf.resize(buf.len() * 2, 0);
+        }
+        match file.read(&mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    buf.truncate(len);
+    Ok(buf)
+}
+
+/// [`read_pseudo_file`] as text.
+pub fn read_pseudo_to_string(path: impl AsRef<std::path::Path>) -> io::Result<String> {
+    String::from_utf8(read_pseudo_file(path.as_ref())?)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
 fn check(ret: libc::c_long) -> io::Result<libc::c_long> {
     if ret < 0 {
         Err(io::Error::last_os_error())
@@ -307,4 +337,28 @@ unsafe fn fork_legacy(flags: libc::c_int) -> io::Result<Forked> {
 pub fn exit_now(code: i32) -> ! {
     // SAFETY: _exit never returns and touches no Rust state.
     unsafe { libc::_exit(code) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pseudo_file_is_read_whole_past_the_first_buffer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big");
+        let content: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&path, &content).unwrap();
+        assert_eq!(read_pseudo_file(&path).unwrap(), content);
+        std::fs::write(&path, b"").unwrap();
+        assert!(read_pseudo_file(&path).unwrap().is_empty());
+        // A proc file reports size 0 and is read to its end all the same.
+        let status = read_pseudo_to_string("/proc/self/status").unwrap();
+        assert!(
+            status.starts_with("Name:") && status.contains("\nPid:"),
+            "{status}"
+        );
+        let missing = read_pseudo_file(&dir.path().join("missing")).unwrap_err();
+        assert_eq!(missing.kind(), io::ErrorKind::NotFound);
+    }
 }

@@ -82,3 +82,29 @@ fn spec_writes_a_parseable_config() {
         &vec!["sh".to_string()]
     );
 }
+
+#[test]
+fn the_entry_prepares_the_standard_descriptors_and_sigpipe_as_std_does() {
+    // berth-runtime has its own C entry (std's start-up skipped). A closed stdout is opened on
+    // /dev/null, so printing succeeds (and no file the runtime opens can take descriptor 1).
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(r#""$0" --version >&-"#)
+        .arg(env!("CARGO_BIN_EXE_berth-runtime"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    // SIGPIPE is ignored: a stdout whose reader is gone is an error (std's 101 for a failed
+    // print), not death by the signal.
+    use std::os::unix::process::ExitStatusExt;
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let status = Command::new(env!("CARGO_BIN_EXE_berth-runtime"))
+        .arg("--version")
+        .stdout(writer)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert_eq!(status.signal(), None, "{status:?}");
+    assert_eq!(status.code(), Some(101), "{status:?}");
+}

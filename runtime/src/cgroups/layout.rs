@@ -3,7 +3,6 @@
 //! hierarchies), hybrid (v1 controllers plus a cgroup2 mount, often /sys/fs/cgroup/unified, that
 //! may hold some controllers too) and unified (pure v2).
 
-use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Context, Result};
@@ -48,13 +47,14 @@ pub struct Layout {
 
 impl Layout {
     pub fn detect() -> Result<Layout> {
-        let mountinfo =
-            fs::read_to_string("/proc/self/mountinfo").at("read", "/proc/self/mountinfo")?;
-        let own = fs::read_to_string("/proc/self/cgroup").at("read", "/proc/self/cgroup")?;
+        let mountinfo = crate::sys::read_pseudo_to_string("/proc/self/mountinfo")
+            .at("read", "/proc/self/mountinfo")?;
+        let own = crate::sys::read_pseudo_to_string("/proc/self/cgroup")
+            .at("read", "/proc/self/cgroup")?;
         let mut layout = Layout::parse(&mountinfo, &own);
         if let Some(u) = &mut layout.unified {
             let file = u.mountpoint.join("cgroup.controllers");
-            let text = fs::read_to_string(&file).at("read", &file)?;
+            let text = crate::sys::read_pseudo_to_string(&file).at("read", &file)?;
             u.controllers = text.split_whitespace().map(str::to_string).collect();
         }
         Ok(layout)

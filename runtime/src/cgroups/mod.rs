@@ -171,7 +171,7 @@ impl Cgroup {
     pub fn create_part(&self, resources: Option<&LinuxResources>, part: Part) -> Result<()> {
         let dirs = || self.dirs.iter().filter(move |d| part.holds(d));
         for d in dirs() {
-            if let Ok(procs) = fs::read_to_string(d.path.join("cgroup.procs")) {
+            if let Ok(procs) = crate::sys::read_pseudo_to_string(d.path.join("cgroup.procs")) {
                 if !procs.trim().is_empty() {
                     return Err(Error::config(
                         "config.json",
@@ -391,7 +391,7 @@ impl Cgroup {
             match fs::write(d.path.join("cgroup.procs"), &value) {
                 Ok(()) => {}
                 Err(e) if e.raw_os_error() == Some(libc::EBUSY) && d.unified => {
-                    let own = fs::read_to_string(format!("/proc/{init}/cgroup"))
+                    let own = crate::sys::read_pseudo_to_string(format!("/proc/{init}/cgroup"))
                         .op(|| format!("read the cgroup of pid {init}"))?;
                     let path = own
                         .lines()
@@ -441,11 +441,12 @@ impl Cgroup {
 
     pub fn is_frozen(&self) -> bool {
         if let Some(d) = self.dirs.iter().find(|d| d.has("freezer")) {
-            return fs::read_to_string(d.path.join("freezer.state"))
+            return crate::sys::read_pseudo_to_string(d.path.join("freezer.state"))
                 .is_ok_and(|s| s.trim() == "FROZEN");
         }
         self.unified_dir().is_some_and(|d| {
-            fs::read_to_string(d.path.join("cgroup.freeze")).is_ok_and(|s| s.trim() == "1")
+            crate::sys::read_pseudo_to_string(d.path.join("cgroup.freeze"))
+                .is_ok_and(|s| s.trim() == "1")
         })
     }
 
@@ -566,7 +567,7 @@ pub(crate) fn write_file(dir: &Path, file: &str, value: &str) -> Result<()> {
 
 pub(crate) fn read_file(dir: &Path, file: &str) -> Result<String> {
     let path = dir.join(file);
-    fs::read_to_string(&path).at("cgroup: read", &path)
+    crate::sys::read_pseudo_to_string(&path).at("cgroup: read", &path)
 }
 
 /// `mkdir -p` that stops at `top` (the hierarchy mount) and calls `on_created` for each level it
@@ -593,7 +594,7 @@ fn mkdir_parents(
 }
 
 fn collect_pids(dir: &Path, out: &mut Vec<i32>) -> Result<()> {
-    let text = match fs::read_to_string(dir.join("cgroup.procs")) {
+    let text = match crate::sys::read_pseudo_to_string(dir.join("cgroup.procs")) {
         Ok(t) => t,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(e).at("cgroup: read", dir.join("cgroup.procs")),

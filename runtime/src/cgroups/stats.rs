@@ -94,7 +94,7 @@ pub struct Hugetlb {
 }
 
 fn read(dir: &Path, file: &str) -> Option<String> {
-    fs::read_to_string(dir.join(file)).ok()
+    crate::sys::read_pseudo_to_string(dir.join(file)).ok()
 }
 
 fn num(dir: &Path, file: &str) -> u64 {

@@ -86,7 +86,8 @@ fn run(args: &ExecArgs<'_>, chan: &Channel) -> Result<Infallible> {
         user_process::setup_terminal(args.process, to, false)?;
     }
     let set_groups = !in_userns
-        || std::fs::read_to_string("/proc/self/setgroups").map_or(true, |s| s.trim() == "allow");
+        || crate::sys::read_pseudo_to_string("/proc/self/setgroups")
+            .map_or(true, |s| s.trim() == "allow");
     let mut launch = user_process::prepare(
         args.process,
         args.linux,

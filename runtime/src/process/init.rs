@@ -483,7 +483,7 @@ fn write_sysctls(spec: &Spec) -> Result<()> {
 }
 
 fn setgroups_allowed() -> bool {
-    std::fs::read_to_string("/proc/self/setgroups").map_or(true, |s| s.trim() == "allow")
+    crate::sys::read_pseudo_to_string("/proc/self/setgroups").map_or(true, |s| s.trim() == "allow")
 }
 
 fn join_keyring(id: &str) -> Result<()> {

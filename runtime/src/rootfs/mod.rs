@@ -181,7 +181,8 @@ pub(crate) fn mount_console(slave_path: &Path) -> Result<()> {
 /// With shared propagation, pivot_root refuses a new root whose parent mount is shared: make
 /// that one mount private.
 fn make_parent_private(rootfs: &Path) -> Result<()> {
-    let info = fs::read_to_string("/proc/self/mountinfo").at("read", "/proc/self/mountinfo")?;
+    let info = crate::sys::read_pseudo_to_string("/proc/self/mountinfo")
+        .at("read", "/proc/self/mountinfo")?;
     let parent: Option<PathBuf> = info
         .lines()
         .filter_map(MountLine::parse)
