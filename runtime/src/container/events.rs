@@ -157,7 +157,7 @@ impl OomWatch {
 }
 
 fn oom_kills(events: &std::path::Path) -> u64 {
-    std::fs::read_to_string(events)
+    crate::sys::read_pseudo_to_string(events)
         .unwrap_or_default()
         .lines()
         .find_map(|l| l.strip_prefix("oom_kill ")?.trim().parse().ok())

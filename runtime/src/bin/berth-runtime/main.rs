@@ -2,7 +2,8 @@
 
 // The C `main` below replaces std's entry: every container start runs this binary two or
 // three times (containerd: create, start, delete), and std's start-up work is not needed.
-#![cfg_attr(not(test), no_main)]
+// glibc only: std gets argv from glibc's `.init_array` call, which other C libraries lack.
+#![cfg_attr(all(not(test), target_env = "gnu"), no_main)]
 
 mod cli;
 mod foreground;
@@ -52,7 +53,7 @@ type CliResult = Result<u8, CliError>;
 /// processes get default dispositions back before exec). A stack overflow is a plain SIGSEGV.
 /// `process::exit` flushes stdout, as returning from std's `main` would. (std::env::args
 /// needs nothing: glibc hands argv to std through `.init_array`.)
-#[cfg(not(test))]
+#[cfg(all(not(test), target_env = "gnu"))]
 #[unsafe(no_mangle)]
 extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> libc::c_int {
     sanitize_standard_descriptors();
@@ -63,8 +64,14 @@ extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> lib
     std::process::exit(i32::from(std::panic::catch_unwind(cli_main).unwrap_or(101)))
 }
 
+/// std's own entry, where the C library does not hand argv to std without it.
+#[cfg(all(not(test), not(target_env = "gnu")))]
+fn main() {
+    std::process::exit(i32::from(cli_main()))
+}
+
 /// Opens /dev/null on any of descriptors 0, 1 and 2 that is closed (what std's entry does).
-#[cfg(not(test))]
+#[cfg(all(not(test), target_env = "gnu"))]
 fn sanitize_standard_descriptors() {
     let mut fds = [0, 1, 2].map(|fd| libc::pollfd {
         fd,
