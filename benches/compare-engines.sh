@@ -50,6 +50,9 @@ B="unix://$work/berth.sock"
 D="unix://$work/docker.sock"
 berthd_pid= dockerd_pid=
 ns_berth=berth-bench-b$$ ns_docker=berth-bench-d$$
+# Each daemon's containers go below a cgroup parent of this run's, removed at the end (the
+# defaults, /berth and /docker, would stay behind).
+cg_berth=berth-bench-b$$ cg_docker=berth-bench-d$$
 
 cleanup() {
   set +e
@@ -63,6 +66,7 @@ cleanup() {
   grep -o " $work[^ ]*" /proc/self/mountinfo | sort -r | xargs -r -n1 umount -l 2>/dev/null
   ip netns del "$ns_berth" 2>/dev/null
   ip netns del "$ns_docker" 2>/dev/null
+  for h in /sys/fs/cgroup/*/ /sys/fs/cgroup/; do rmdir "$h$cg_berth" "$h$cg_docker" 2>/dev/null; done
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -71,10 +75,12 @@ ip netns add "$ns_berth"
 ip netns add "$ns_docker"
 # nsenter enters the network namespace only and execs: the pid is the daemon's.
 nsenter --net="/run/netns/$ns_berth" "$bin/berthd" --root "$work/berth-root" \
-  --exec-root "$work/berth-run" -H "$B" --bpf-pin-dir "$work/bpf/berth" >"$work/berthd.log" 2>&1 &
+  --exec-root "$work/berth-run" -H "$B" --bpf-pin-dir "$work/bpf/berth" \
+  --cgroup-parent "/$cg_berth" >"$work/berthd.log" 2>&1 &
 berthd_pid=$!
 nsenter --net="/run/netns/$ns_docker" dockerd --data-root "$work/docker-root" \
-  --exec-root "$work/docker-run" -H "$D" --pidfile "$work/dockerd.pid" >"$work/dockerd.log" 2>&1 &
+  --exec-root "$work/docker-run" -H "$D" --pidfile "$work/dockerd.pid" \
+  --cgroup-parent "/$cg_docker" >"$work/dockerd.log" 2>&1 &
 dockerd_pid=$!
 for host in "$B" "$D"; do
   for _ in $(seq 300); do DOCKER_HOST=$host docker version >/dev/null 2>&1 && break; sleep 0.1; done

@@ -35,6 +35,9 @@ pub struct Config {
     pub nft_table: String,
     /// Where the networks' resolver sends names that are not containers.
     pub dns_upstream: crate::dns::Upstream,
+    /// The cgroup containers go below, `<parent>/<id>` in every hierarchy (`--cgroup-parent`,
+    /// dockerd's `/docker`); a container's `HostConfig.CgroupParent` overrides it.
+    pub cgroup_parent: String,
     /// berth's directory on a bpffs (a bpffs is mounted on its parent if there is none): the
     /// datapath's and the published ports' programs, links and maps, which outlive berthd.
     pub bpf_pin_dir: PathBuf,
@@ -46,6 +49,7 @@ impl Config {
     pub const DEFAULT_SOCKET: &'static str = "/run/berth/berth.sock";
     pub const DEFAULT_BPF_PIN_DIR: &'static str = "/sys/fs/bpf/berth";
     pub const DEFAULT_NFT_TABLE: &'static str = "berth";
+    pub const DEFAULT_CGROUP_PARENT: &'static str = "/berth";
 
     pub fn runtime_root(&self) -> PathBuf {
         self.exec_root.join("runtime")

@@ -254,18 +254,24 @@ impl Drop for Runtime {
                     .status();
             }
         }
-        for mount in cgroup_mounts() {
-            let parent = mount.join(&self.cgroup_parent);
-            if let Ok(children) = fs::read_dir(&parent) {
-                for c in children
-                    .filter_map(Result::ok)
-                    .filter(|c| c.path().is_dir())
-                {
-                    let _ = fs::remove_dir(c.path());
-                }
+        remove_cgroup_parent(&self.cgroup_parent);
+    }
+}
+
+/// Removes the cgroup parent `name` (relative to each hierarchy's root) and the empty cgroups
+/// below it from every hierarchy; busy ones stay.
+pub fn remove_cgroup_parent(name: &str) {
+    for mount in cgroup_mounts() {
+        let parent = mount.join(name.trim_start_matches('/'));
+        if let Ok(children) = fs::read_dir(&parent) {
+            for c in children
+                .filter_map(Result::ok)
+                .filter(|c| c.path().is_dir())
+            {
+                let _ = fs::remove_dir(c.path());
             }
-            let _ = fs::remove_dir(&parent);
         }
+        let _ = fs::remove_dir(&parent);
     }
 }
 

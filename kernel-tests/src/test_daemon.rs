@@ -169,6 +169,8 @@ impl TestDaemon {
             .arg(self.bpf_pin_dir())
             .arg("--nft-table")
             .arg(&self.bridge)
+            .arg("--cgroup-parent")
+            .arg(self.cgroup_parent())
             .args(["--dns-upstream", "none"])
             .args(&self.flags)
             .stdin(Stdio::null())
@@ -415,6 +417,8 @@ impl Drop for TestDaemon {
             let _ = berth_bpf::ports::remove_pinned(&self.bpf_pin_dir().join("ports"), &root);
         }
         crate::harness::unmount_under(self.dir.path());
+        // The cgroup parent stays after its containers, as dockerd's /docker does.
+        crate::harness::remove_cgroup_parent(&self.cgroup_parent());
         // So do its nftables table (named as its bridge) and the default network's bridge
         // (as docker0 does): remove them.
         let _ = Command::new("nft")
@@ -429,6 +433,11 @@ impl Drop for TestDaemon {
 }
 
 impl TestDaemon {
+    /// The cgroup this daemon's containers go below (removed on drop), named after its bridge.
+    pub fn cgroup_parent(&self) -> String {
+        format!("/berth-test-{}", self.bridge)
+    }
+
     fn spawn_quietly(&mut self) {
         let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.spawn()));
         if caught.is_err() {

@@ -921,3 +921,61 @@ fn a_default_bridge_that_is_not_ours_is_left_alone_with_a_clear_error() {
     );
     // (The daemon's drop removes the test's link.)
 }
+
+#[test]
+fn containers_go_below_the_daemons_cgroup_parent_or_their_own() {
+    let d = daemon();
+    // The host's view of a running container's cgroups (every hierarchy).
+    let cgroups_of = |name: &str| {
+        let pid = d.docker_ok(&["inspect", "-f", "{{.State.Pid}}", name]);
+        std::fs::read_to_string(format!("/proc/{}/cgroup", pid.trim())).unwrap()
+    };
+    let id = d.docker_ok(&["run", "-d", "--name", "plain", "busybox", "sleep", "100"]);
+    let plain = cgroups_of("plain");
+    let expected = format!("{}/{}", d.cgroup_parent(), id.trim());
+    assert!(
+        plain.lines().all(|l| l.ends_with(&expected)),
+        "not every hierarchy below {expected}:\n{plain}"
+    );
+
+    // `docker run --cgroup-parent` (HostConfig.CgroupParent), relative: from the root.
+    let own = format!("{}-own", d.cgroup_parent().trim_start_matches('/'));
+    struct Cleanup<'a>(&'a str);
+    impl Drop for Cleanup<'_> {
+        fn drop(&mut self) {
+            berth_kernel_tests::harness::remove_cgroup_parent(self.0);
+        }
+    }
+    let _cleanup = Cleanup(&own);
+    let id = d.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "tenant",
+        "--cgroup-parent",
+        &own,
+        "busybox",
+        "sleep",
+        "100",
+    ]);
+    let tenant = cgroups_of("tenant");
+    let expected = format!("/{own}/{}", id.trim());
+    assert!(
+        tenant.lines().all(|l| l.ends_with(&expected)),
+        "not every hierarchy below {expected}:\n{tenant}"
+    );
+    d.docker_ok(&["rm", "-f", "plain", "tenant"]);
+
+    // A parent that climbs out is refused at create with the reason, and nothing is left.
+    let r = d.docker(&[
+        "run",
+        "--rm",
+        "--cgroup-parent",
+        "../escape",
+        "busybox",
+        "true",
+    ]);
+    assert_ne!(r.code, 0, "{r:?}");
+    assert!(r.stderr.contains("not allowed"), "{r:?}");
+    assert_eq!(d.docker_ok(&["ps", "-aq"]), "");
+}

@@ -230,6 +230,9 @@ fn podman_runs_and_execs_with_berth_as_its_runtime() {
         .tempdir_in("/run")
         .unwrap();
     let runtime = runtime_binary();
+    // podman passes no --root to a runtime it does not know: this one, so the test's
+    // containers stay out of the default root (/run/berth-runtime), which it would leave.
+    let runtime_root = format!("root={}", dir.path().join("runtime").display());
     let podman = |args: &[&str]| {
         Command::new("podman")
             .arg("--root")
@@ -241,6 +244,8 @@ fn podman_runs_and_execs_with_berth_as_its_runtime() {
                 "cgroupfs",
                 "--events-backend",
                 "file",
+                "--runtime-flag",
+                &runtime_root,
                 "--runtime",
             ])
             .arg(&runtime)

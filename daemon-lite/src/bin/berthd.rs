@@ -53,6 +53,10 @@ struct Args {
     /// Where the published-port BPF programs are pinned (on a bpffs; survives berthd).
     #[arg(long = "bpf-pin-dir", default_value = Config::DEFAULT_BPF_PIN_DIR)]
     bpf_pin_dir: PathBuf,
+    /// The cgroup containers are made below (`PARENT/ID`), unless a container names its own
+    /// (`--cgroup-parent` of `run`); relative paths are taken from the root.
+    #[arg(long = "cgroup-parent", default_value = Config::DEFAULT_CGROUP_PARENT)]
+    cgroup_parent: String,
     /// The Linux bridge of the default network (made on first use).
     #[arg(short = 'b', long = "bridge", default_value = "berth0")]
     bridge: String,
@@ -128,6 +132,8 @@ fn run(args: Args) -> Result<(), String> {
         storage_driver,
         monitor,
         bridge_name: args.bridge,
+        cgroup_parent: berth_daemon::containers::spec::cgroup_parent(&args.cgroup_parent)
+            .map_err(|e| format!("--cgroup-parent: {}", e.0))?,
         bpf_pin_dir: args.bpf_pin_dir,
         nft_table: args.nft_table,
         dns_upstream: berth_daemon::dns::Upstream::parse(&args.dns_upstream)?,

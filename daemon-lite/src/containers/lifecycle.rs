@@ -526,6 +526,7 @@ fn spawn_in(
         etc_dir: bundle,
         mounts,
         cgroup_v2: crate::platform::cgroup_version() == "2",
+        cgroup_parent: &d.config.cgroup_parent,
     })?;
     if !host_network {
         if let Some(list) = oci["linux"]["namespaces"].as_array_mut() {

@@ -42,6 +42,8 @@ pub struct Inputs<'a> {
     /// Mounts resolved from Binds, Mounts, Tmpfs and volumes: (destination, OCI mount).
     pub mounts: Vec<(String, Value)>,
     pub cgroup_v2: bool,
+    /// The daemon's cgroup parent, for containers that do not name their own.
+    pub cgroup_parent: &'a str,
 }
 
 /// A request the spec cannot be made from: the client's mistake (400).
@@ -216,6 +218,12 @@ pub fn validate(image: &Value, config: &Value, host_config: &Value) -> Result<()
     security_opts(host_config)?;
     ulimits(host_config)?;
     resources(host_config)?;
+    if let Some(parent) = host_config
+        .opt_str("CgroupParent")
+        .filter(|p| !p.is_empty())
+    {
+        cgroup_parent(parent)?;
+    }
     if let Some(dir) = config.opt_str("WorkingDir") {
         if !dir.starts_with('/') {
             return Err(Invalid(format!(
@@ -232,6 +240,33 @@ pub fn validate(image: &Value, config: &Value, host_config: &Value) -> Result<()
     };
     user_mounts(host_config, config, image, &mut dry_run, false)?;
     Ok(())
+}
+
+/// A cgroup parent as the daemon and `HostConfig.CgroupParent` take it: a path in the cgroup
+/// hierarchies, made absolute (Docker takes a relative one from the root too). `..` and `.`
+/// are refused (the container's cgroup must stay below what it names), and so is a systemd
+/// slice (`name.slice`, `:`): berth drives cgroupfs.
+pub fn cgroup_parent(value: &str) -> Result<String, Invalid> {
+    let refuse = |why: &str| Err(Invalid(format!("cgroup parent {value:?}: {why}")));
+    if value.contains('\0') {
+        return refuse("holds a NUL byte");
+    }
+    if value.contains(':') || value.ends_with(".slice") {
+        return refuse("a systemd slice; berth drives cgroupfs, give a path such as /berth");
+    }
+    if value.split('/').any(|c| c == ".." || c == ".") {
+        return refuse("`.` and `..` are not allowed");
+    }
+    let path = value.trim_matches('/');
+    Ok(format!("/{path}"))
+}
+
+/// The container's own `HostConfig.CgroupParent`, else the daemon's.
+fn container_cgroup_parent(inputs: &Inputs) -> Result<String, Invalid> {
+    match inputs.host_config.opt_str("CgroupParent") {
+        Some(own) if !own.is_empty() => cgroup_parent(own),
+        _ => Ok(inputs.cgroup_parent.to_string()),
+    }
 }
 
 /// Builds the spec.
@@ -300,7 +335,7 @@ pub fn build(inputs: &Inputs) -> Result<Value, Invalid> {
 
     let mut linux = json!({
         "namespaces": namespaces,
-        "cgroupsPath": format!("/berth/{id}"),
+        "cgroupsPath": format!("{}/{id}", container_cgroup_parent(inputs)?.trim_end_matches('/')),
         "resources": resources(host_config)?,
     });
     if !privileged {
@@ -768,6 +803,47 @@ mod tests {
             privileged.len() as u32,
             own_bounding_set().count_ones().min(privileged.len() as u32)
         );
+    }
+
+    #[test]
+    fn cgroup_parents_are_absolute_paths_below_the_root() {
+        assert_eq!(cgroup_parent("/berth").unwrap(), "/berth");
+        assert_eq!(cgroup_parent("tenant/a/").unwrap(), "/tenant/a");
+        assert_eq!(cgroup_parent("/").unwrap(), "/");
+        for bad in [
+            "../escape",
+            "/a/../../b",
+            "./a",
+            "user.slice",
+            "a:b:c",
+            "a\0b",
+        ] {
+            let err = cgroup_parent(bad).unwrap_err().0;
+            assert!(err.contains(&format!("{bad:?}")), "{bad}: {err}");
+        }
+        let rootfs = tempfile::tempdir().unwrap();
+        let inputs = |host_config: &Value| {
+            build(&Inputs {
+                id: "c1",
+                image: &json!({"Cmd": ["true"]}),
+                config: &json!({}),
+                host_config,
+                rootfs: rootfs.path(),
+                etc_dir: rootfs.path(),
+                mounts: Vec::new(),
+                cgroup_v2: false,
+                cgroup_parent: "/berth",
+            })
+        };
+        let path = |v: Value| v["linux"]["cgroupsPath"].as_str().unwrap().to_string();
+        assert_eq!(path(inputs(&json!({})).unwrap()), "/berth/c1");
+        assert_eq!(
+            path(inputs(&json!({"CgroupParent": "tenant"})).unwrap()),
+            "/tenant/c1"
+        );
+        assert_eq!(path(inputs(&json!({"CgroupParent": "/"})).unwrap()), "/c1");
+        let err = inputs(&json!({"CgroupParent": "../../x"})).unwrap_err().0;
+        assert!(err.contains("not allowed"), "{err}");
     }
 
     #[test]
