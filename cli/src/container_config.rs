@@ -92,6 +92,9 @@ pub struct ContainerOptions {
     /// Tune container pids limit (set -1 for unlimited)
     #[arg(long = "pids-limit", allow_hyphen_values = true)]
     pub pids_limit: Option<i64>,
+    /// Optional parent cgroup for the container
+    #[arg(long = "cgroup-parent")]
+    pub cgroup_parent: Option<String>,
     /// Ulimit options
     #[arg(long, value_name = "NAME=SOFT[:HARD]")]
     pub ulimit: Vec<String>,
@@ -390,6 +393,9 @@ impl ContainerOptions {
         }
         if let Some(limit) = self.pids_limit {
             host.insert("PidsLimit".into(), json!(limit));
+        }
+        if let Some(parent) = &self.cgroup_parent {
+            host.insert("CgroupParent".into(), json!(parent));
         }
         if let Some(shm) = &self.shm_size {
             host.insert("ShmSize".into(), json!(parse_ram_size(shm)?));
@@ -1073,6 +1079,8 @@ mod tests {
             "512",
             "--pids-limit",
             "100",
+            "--cgroup-parent",
+            "tenant/a",
             "--ulimit",
             "nofile=1024:2048",
             "--ulimit",
@@ -1085,6 +1093,7 @@ mod tests {
         assert_eq!(host["MemorySwap"], -1);
         assert_eq!(host["CpuShares"], 512);
         assert_eq!(host["PidsLimit"], 100);
+        assert_eq!(host["CgroupParent"], "tenant/a");
         assert_eq!(
             host["Ulimits"],
             json!([{"Name": "nofile", "Soft": 1024, "Hard": 2048}, {"Name": "core", "Soft": 0, "Hard": 0}])
