@@ -80,7 +80,7 @@ nsenter --net="/run/netns/$ns_berth" "$bin/berthd" --root "$work/berth-root" \
 berthd_pid=$!
 nsenter --net="/run/netns/$ns_docker" dockerd --data-root "$work/docker-root" \
   --exec-root "$work/docker-run" -H "$D" --pidfile "$work/dockerd.pid" \
-  --cgroup-parent "/$cg_docker" >"$work/dockerd.log" 2>&1 &
+  --exec-opt native.cgroupdriver=cgroupfs --cgroup-parent "/$cg_docker" >"$work/dockerd.log" 2>&1 &
 dockerd_pid=$!
 for host in "$B" "$D"; do
   for _ in $(seq 300); do DOCKER_HOST=$host docker version >/dev/null 2>&1 && break; sleep 0.1; done

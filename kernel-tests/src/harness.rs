@@ -261,6 +261,10 @@ impl Drop for Runtime {
 /// Removes the cgroup parent `name` (relative to each hierarchy's root) and the empty cgroups
 /// below it from every hierarchy; busy ones stay.
 pub fn remove_cgroup_parent(name: &str) {
+    assert!(
+        !name.trim_matches('/').is_empty(),
+        "remove_cgroup_parent of a hierarchy root"
+    );
     for mount in cgroup_mounts() {
         let parent = mount.join(name.trim_start_matches('/'));
         if let Ok(children) = fs::read_dir(&parent) {

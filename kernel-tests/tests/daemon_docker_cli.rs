@@ -924,6 +924,16 @@ fn a_default_bridge_that_is_not_ours_is_left_alone_with_a_clear_error() {
 
 #[test]
 fn containers_go_below_the_daemons_cgroup_parent_or_their_own() {
+    // Declared before the daemon, so dropped after it: its containers are gone by then, and
+    // the parent is removed even when an assertion fails.
+    let own = berth_kernel_tests::harness::unique("berth-own");
+    struct Cleanup<'a>(&'a str);
+    impl Drop for Cleanup<'_> {
+        fn drop(&mut self) {
+            berth_kernel_tests::harness::remove_cgroup_parent(self.0);
+        }
+    }
+    let _cleanup = Cleanup(&own);
     let d = daemon();
     // The host's view of a running container's cgroups (every hierarchy).
     let cgroups_of = |name: &str| {
@@ -939,14 +949,6 @@ fn containers_go_below_the_daemons_cgroup_parent_or_their_own() {
     );
 
     // `docker run --cgroup-parent` (HostConfig.CgroupParent), relative: from the root.
-    let own = format!("{}-own", d.cgroup_parent().trim_start_matches('/'));
-    struct Cleanup<'a>(&'a str);
-    impl Drop for Cleanup<'_> {
-        fn drop(&mut self) {
-            berth_kernel_tests::harness::remove_cgroup_parent(self.0);
-        }
-    }
-    let _cleanup = Cleanup(&own);
     let id = d.docker_ok(&[
         "run",
         "-d",

@@ -243,15 +243,19 @@ pub fn validate(image: &Value, config: &Value, host_config: &Value) -> Result<()
 }
 
 /// A cgroup parent as the daemon and `HostConfig.CgroupParent` take it: a path in the cgroup
-/// hierarchies, made absolute (Docker takes a relative one from the root too). `..` and `.`
-/// are refused (the container's cgroup must stay below what it names), and so is a systemd
-/// slice (`name.slice`, `:`): berth drives cgroupfs.
+/// hierarchies, made absolute: a relative one is taken from the root (Docker puts it below
+/// the daemon's own cgroup; berthd's own cgroup is no place for containers). `..` and `.` are
+/// refused (the container's cgroup must stay below what it names), and so is a systemd slice
+/// (`name.slice`, `:`): berth drives cgroupfs.
 pub fn cgroup_parent(value: &str) -> Result<String, Invalid> {
     let refuse = |why: &str| Err(Invalid(format!("cgroup parent {value:?}: {why}")));
-    if value.contains('\0') {
-        return refuse("holds a NUL byte");
+    if value.is_empty() {
+        return refuse("empty");
     }
-    if value.contains(':') || value.ends_with(".slice") {
+    if value.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return refuse("holds a control or space character");
+    }
+    if value.contains(':') || value.trim_end_matches('/').ends_with(".slice") {
         return refuse("a systemd slice; berth drives cgroupfs, give a path such as /berth");
     }
     if value.split('/').any(|c| c == ".." || c == ".") {
@@ -817,6 +821,9 @@ mod tests {
             "user.slice",
             "a:b:c",
             "a\0b",
+            "x.slice/",
+            "a\nb",
+            "",
         ] {
             let err = cgroup_parent(bad).unwrap_err().0;
             assert!(err.contains(&format!("{bad:?}")), "{bad}: {err}");
