@@ -11,32 +11,25 @@ use std::ptr;
 /// Reads a file of the proc, sys or cgroup filesystems whole. `fs::read` asks for the size
 /// first (these report 0) and then reads in steps growing from 32 bytes, each step a system
 /// call for which the kernel formats the file again up to where the read starts (six reads
-/// for /proc/PID/stat, eleven for a mountinfo); here it is one read and the end-of-file.
+/// for /proc/PID/stat, eleven for a mountinfo); given room up front, `read_to_end` reads it
+/// in one read and the end-of-file.
 pub fn read_pseudo_file(path: &std::path::Path) -> io::Result<Vec<u8>> {
     use std::io::Read;
-    let mut file = std::fs::File::open(path)?;
-    let mut buf = vec![0u8; 4096];
-    let mut len = 0;
-    loop {
-        if len == buf.len() {
-            buf.resize(buf.len() * 2, 0);
-        }
-        match file.read(&mut buf[len..]) {
-            Ok(0) => break,
-            Ok(n) => len += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    buf.truncate(len);
+    let mut buf = Vec::with_capacity(PSEUDO_FILE_ROOM);
+    std::fs::File::open(path)?.read_to_end(&mut buf)?;
     Ok(buf)
 }
 
 /// [`read_pseudo_file`] as text.
 pub fn read_pseudo_to_string(path: impl AsRef<std::path::Path>) -> io::Result<String> {
-    String::from_utf8(read_pseudo_file(path.as_ref())?)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    use std::io::Read;
+    let mut text = String::with_capacity(PSEUDO_FILE_ROOM);
+    std::fs::File::open(path)?.read_to_string(&mut text)?;
+    Ok(text)
 }
+
+/// Enough for the proc and cgroup files the runtime reads (a mountinfo grows past it).
+const PSEUDO_FILE_ROOM: usize = 4096;
 
 fn check(ret: libc::c_long) -> io::Result<libc::c_long> {
     if ret < 0 {
