@@ -218,12 +218,7 @@ pub fn validate(image: &Value, config: &Value, host_config: &Value) -> Result<()
     security_opts(host_config)?;
     ulimits(host_config)?;
     resources(host_config)?;
-    if let Some(parent) = host_config
-        .opt_str("CgroupParent")
-        .filter(|p| !p.is_empty())
-    {
-        cgroup_parent(parent)?;
-    }
+    own_cgroup_parent(host_config)?;
     if let Some(dir) = config.opt_str("WorkingDir") {
         if !dir.starts_with('/') {
             return Err(Invalid(format!(
@@ -265,12 +260,13 @@ pub fn cgroup_parent(value: &str) -> Result<String, Invalid> {
     Ok(format!("/{path}"))
 }
 
-/// The container's own `HostConfig.CgroupParent`, else the daemon's.
-fn container_cgroup_parent(inputs: &Inputs) -> Result<String, Invalid> {
-    match inputs.host_config.opt_str("CgroupParent") {
-        Some(own) if !own.is_empty() => cgroup_parent(own),
-        _ => Ok(inputs.cgroup_parent.to_string()),
-    }
+/// The container's own `HostConfig.CgroupParent`, if it names one (empty: the daemon's).
+fn own_cgroup_parent(host_config: &Value) -> Result<Option<String>, Invalid> {
+    host_config
+        .opt_str("CgroupParent")
+        .filter(|p| !p.is_empty())
+        .map(cgroup_parent)
+        .transpose()
 }
 
 /// Builds the spec.
@@ -339,7 +335,13 @@ pub fn build(inputs: &Inputs) -> Result<Value, Invalid> {
 
     let mut linux = json!({
         "namespaces": namespaces,
-        "cgroupsPath": format!("{}/{id}", container_cgroup_parent(inputs)?.trim_end_matches('/')),
+        "cgroupsPath": format!(
+            "{}/{id}",
+            own_cgroup_parent(host_config)?
+                .as_deref()
+                .unwrap_or(inputs.cgroup_parent)
+                .trim_end_matches('/')
+        ),
         "resources": resources(host_config)?,
     });
     if !privileged {
