@@ -1,7 +1,8 @@
 //! Debian's dockerd (docker.io) on temporary roots and a socket, for compatibility tests: it
 //! runs with `--bridge=none --iptables=false --ip6tables=false`, so it touches no host network
-//! and no firewall rule; dropping it stops it (and the containerd it started) and unmounts
-//! and removes what it left.
+//! and no firewall rule; its containers go below a cgroup parent of its own (not the host's
+//! `/docker`); dropping it stops it (and the containerd it started) and unmounts and removes
+//! what it left, that parent included.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -21,6 +22,7 @@ impl TestDockerd {
             .expect("temporary directory");
         let log = std::fs::File::create(dir.path().join("dockerd.log")).expect("log");
         let p = |name: &str| dir.path().join(name).display().to_string();
+        let cgroup_parent = cgroup_parent_of(dir.path());
         let child = Command::new("dockerd")
             .args([
                 "--data-root",
@@ -32,6 +34,9 @@ impl TestDockerd {
             ])
             .args(["-H", &format!("unix://{}", p("d.sock"))])
             .args(["--bridge=none", "--iptables=false", "--ip6tables=false"])
+            // cgroupfs: a systemd driver would refuse a path as the parent.
+            .args(["--exec-opt", "native.cgroupdriver=cgroupfs"])
+            .args(["--cgroup-parent", &cgroup_parent])
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
@@ -81,5 +86,12 @@ impl Drop for TestDockerd {
         let _ = self.child.kill();
         let _ = self.child.wait();
         crate::harness::unmount_under(self.dir.path());
+        crate::harness::remove_cgroup_parent(&cgroup_parent_of(self.dir.path()));
     }
+}
+
+/// The cgroup parent of the dockerd whose directory is `dir`: unique as the directory is.
+fn cgroup_parent_of(dir: &std::path::Path) -> String {
+    let name = dir.file_name().map(|n| n.to_string_lossy().into_owned());
+    format!("/berth-test-{}", name.unwrap_or_default())
 }
