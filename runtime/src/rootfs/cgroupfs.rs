@@ -3,8 +3,11 @@
 //! (plus `unified` on hybrid). With its own cgroup namespace the container gets fresh cgroupfs
 //! mounts rooted at its cgroup; without one, binds of its own cgroup directories.
 
-use std::os::fd::AsFd;
+use std::ffi::OsStr;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
+
+use rustix::fs::{Mode, OFlags};
 
 use super::mounts::{MountContext, bind};
 use super::options::MountOptions;
@@ -52,7 +55,7 @@ pub(crate) fn mount_cgroupfs(
         let Some(name) = d.mountpoint.file_name() else {
             continue;
         };
-        let sub = ctx.root.create(&dest.join(name), Leaf::Dir)?;
+        let sub = mount_point(&top, name, &dest.join(name))?;
         mount_one(ctx, &sub, &d.path, d.unified, &d.subsystems, flags)?;
         // Co-mounted controllers ("cpu,cpuacct") are reachable under each name, as on hosts.
         let name = name.to_string_lossy();
@@ -91,9 +94,28 @@ pub(crate) fn mount_cgroupfs(
     Ok(())
 }
 
+/// The directory `name` on the tmpfs just mounted at `top`, made and opened relative to it: a
+/// fresh tmpfs in the container's own mount namespace holds nothing a path could be turned
+/// aside by, so the rootfs-wide resolution (two `openat2` and a check per name) is not needed.
+fn mount_point(top: &OwnedFd, name: &OsStr, dest: &Path) -> Result<OwnedFd> {
+    match rustix::fs::mkdirat(top, name, Mode::from_bits_truncate(0o755)) {
+        // Two hierarchies mounted under the same name elsewhere on the host: the later one is
+        // mounted over the earlier one, as the resolving path did.
+        Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+        Err(e) => return Err(e).at("create in rootfs", dest),
+    }
+    rustix::fs::openat(
+        top,
+        name,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .at("resolve in rootfs", dest)
+}
+
 fn mount_one(
     ctx: &MountContext<'_>,
-    target: &std::os::fd::OwnedFd,
+    target: &OwnedFd,
     host_dir: &Path,
     unified: bool,
     subsystems: &[String],

@@ -1,7 +1,7 @@
 //! Device nodes and the standard /dev symlinks inside the container. Nodes are made with mknod,
 //! or bound from the host's node where mknod is not allowed (inside a user namespace).
 
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{LinuxDevice, LinuxDeviceType};
@@ -98,14 +98,23 @@ pub(crate) fn spec_nodes(devices: &[LinuxDevice]) -> Result<Vec<DeviceNode>> {
 /// Creates `nodes` inside the root; with `bind_from_host`, binds the host's node of the same
 /// path instead of calling mknod.
 pub(crate) fn create_nodes(root: &Root, nodes: &[DeviceNode], bind_from_host: bool) -> Result<()> {
+    // Nodes mostly share /dev: its directory is resolved once, not once per node (nothing
+    // else runs in the container yet that could move it).
+    let mut parent = None;
     for node in nodes {
-        create_node(root, node, bind_from_host)
+        create_node(root, node, bind_from_host, &mut parent)
             .map_err(|e| Error::Child(format!("device {}: {e}", node.path.display())))?;
     }
     Ok(())
 }
 
-fn create_node(root: &Root, node: &DeviceNode, bind_from_host: bool) -> Result<()> {
+/// Creates one node; `parent` keeps the last parent directory resolved, with its path.
+fn create_node(
+    root: &Root,
+    node: &DeviceNode,
+    bind_from_host: bool,
+    parent: &mut Option<(PathBuf, OwnedFd)>,
+) -> Result<()> {
     if bind_from_host {
         let target = root.create(&node.path, Leaf::File)?;
         let opts = MountOptions {
@@ -119,23 +128,28 @@ fn create_node(root: &Root, node: &DeviceNode, bind_from_host: bool) -> Result<(
         .path
         .file_name()
         .ok_or_else(|| Error::config("config.json", "linux.devices[].path", "has no file name"))?;
-    let parent = root.create(parent_path, Leaf::Dir)?;
+    let parent = match parent {
+        Some((path, fd)) if path == parent_path => &*fd,
+        _ => {
+            let fd = root.create(parent_path, Leaf::Dir)?;
+            &parent.insert((parent_path.to_path_buf(), fd)).1
+        }
+    };
     let dev = rustix::fs::makedev(node.major, node.minor);
     let mode = Mode::from_raw_mode(node.mode);
-    match rustix::fs::mknodat(&parent, name, node.file_type, mode, dev) {
+    match rustix::fs::mknodat(parent, name, node.file_type, mode, dev) {
         Ok(()) => {}
         Err(rustix::io::Errno::EXIST) => {
             // Replace whatever the image had there (runc does the same).
-            rustix::fs::unlinkat(&parent, name, AtFlags::empty()).at("unlink", &node.path)?;
-            rustix::fs::mknodat(&parent, name, node.file_type, mode, dev)
-                .at("mknod", &node.path)?;
+            rustix::fs::unlinkat(parent, name, AtFlags::empty()).at("unlink", &node.path)?;
+            rustix::fs::mknodat(parent, name, node.file_type, mode, dev).at("mknod", &node.path)?;
         }
         Err(e) => return Err(e).at("mknod", &node.path),
     }
     // mknod honours the umask; set the exact mode and owner.
-    rustix::fs::chmodat(&parent, name, mode, AtFlags::empty()).at("chmod", &node.path)?;
+    rustix::fs::chmodat(parent, name, mode, AtFlags::empty()).at("chmod", &node.path)?;
     rustix::fs::chownat(
-        &parent,
+        parent,
         name,
         Some(rustix::fs::Uid::from_raw(node.uid)),
         Some(rustix::fs::Gid::from_raw(node.gid)),
