@@ -281,14 +281,7 @@ fn main() {
         let mut order: Vec<&Runtime> = runtimes.iter().collect();
         let n = order.len().max(1);
         order.rotate_left(round % n);
-        let floor = Command::new("unshare")
-            .args(["-m", "-p", "-n", "-i", "-u", "-f", "chroot"])
-            .arg(&rootfs)
-            .arg("/bin/true")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn();
+        let floor = floor_command(&rootfs).spawn();
         let floor_sample = {
             let start = Instant::now();
             let child = floor.expect("unshare");
@@ -365,32 +358,34 @@ fn main() {
         o.rounds, o.concurrency
     );
     for round in 0..o.rounds {
-        let mut order: Vec<&Runtime> = runtimes.iter().collect();
-        let n = order.len().max(1);
+        // The floor (`None`) runs concurrently too: what the same number of bare namespace
+        // starts costs on this host, with no cgroup, mount or runtime work at all.
+        let mut order: Vec<Option<&Runtime>> = runtimes.iter().map(Some).collect();
+        order.push(None);
+        let n = order.len();
         order.rotate_left(round % n);
         for rt in &order {
-            let bundles: Vec<PathBuf> = (0..o.concurrency)
-                .map(|n| bundle(&rt.name, n + 1))
-                .collect();
-            let start = Instant::now();
-            let children: Vec<_> = bundles
-                .iter()
-                .enumerate()
-                .map(|(n, b)| {
-                    rt.command(&[
+            let name = rt.map_or("floor", |rt| rt.name.as_str());
+            let commands: Vec<Command> = (0..o.concurrency)
+                .map(|n| match rt {
+                    Some(rt) => rt.command(&[
                         "run",
                         "--bundle",
-                        b.to_str().unwrap(),
+                        bundle(&rt.name, n + 1).to_str().unwrap(),
                         &format!("cmp-{}-{n}", rt.name),
-                    ])
-                    .spawn()
-                    .expect("spawn")
+                    ]),
+                    None => floor_command(&rootfs),
                 })
+                .collect();
+            let start = Instant::now();
+            let children: Vec<_> = commands
+                .into_iter()
+                .map(|mut c| c.spawn().expect("spawn"))
                 .collect();
             let mut cpu = Duration::ZERO;
             for c in children {
                 let (status, c_cpu) = wait_rusage(c.id() as libc::pid_t);
-                assert!(status_ok(status), "{} concurrent run failed", rt.name);
+                assert!(status_ok(status), "{name} concurrent run failed");
                 cpu += c_cpu;
             }
             let s = Sample {
@@ -400,7 +395,7 @@ fn main() {
             results
                 .entry("concurrent")
                 .or_default()
-                .entry(rt.name.clone())
+                .entry(name.to_string())
                 .or_default()
                 .push(s);
         }
@@ -425,6 +420,19 @@ fn main() {
     let _ = fs::remove_dir_all(&work);
 
     report(&o, &results, &cgroup_view);
+}
+
+/// The floor: the same namespaces and a chroot, nothing else (no cgroup, no mounts, no
+/// runtime), so the distance to it is what a runtime adds.
+fn floor_command(rootfs: &Path) -> Command {
+    let mut c = Command::new("unshare");
+    c.args(["-m", "-p", "-n", "-i", "-u", "-f", "chroot"])
+        .arg(rootfs)
+        .arg("/bin/true")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    c
 }
 
 fn report(o: &Options, results: &BTreeMap<&str, BTreeMap<String, Vec<Sample>>>, cgroup_view: &str) {
@@ -474,6 +482,20 @@ fn report(o: &Options, results: &BTreeMap<&str, BTreeMap<String, Vec<Sample>>>, 
             let b = stats(b.iter().map(|s| ms(s.wall)).collect()).median;
             md.push_str(&format!(
                 "\nberth `run` vs the unshare+chroot floor: {:.2}×\n",
+                b / f
+            ));
+        }
+    }
+    if let Some(concurrent) = results.get("concurrent") {
+        let median = |rt: &str| {
+            concurrent
+                .get(rt)
+                .map(|s| stats(s.iter().map(|x| ms(x.wall)).collect()).median)
+        };
+        if let (Some(b), Some(f)) = (median("berth"), median("floor")) {
+            md.push_str(&format!(
+                "berth {} concurrent `run`s vs as many concurrent floors: {:.2}×\n",
+                o.concurrency,
                 b / f
             ));
         }
