@@ -57,20 +57,24 @@ pub fn load_spec(path: &Path) -> Result<Spec> {
 }
 
 pub fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8], file: &str) -> Result<T> {
+    // Plain serde first: tracking the path wraps every value (more work, and more code to
+    // fault in at every start) and is needed only to name the field of an error.
+    let plain = match T::deserialize(&mut serde_json::Deserializer::from_slice(bytes)) {
+        Ok(value) => return Ok(value),
+        Err(e) => e,
+    };
     let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let field = e.path().to_string();
-        let inner = e.into_inner();
-        Error::config(
-            file,
-            if field == "." {
-                "(document)".to_string()
-            } else {
-                field
-            },
-            inner.to_string(),
-        )
-    })
+    let (field, message) = match serde_path_to_error::deserialize::<_, T>(de) {
+        Err(e) => (e.path().to_string(), e.into_inner().to_string()),
+        // The same bytes parse the same way; should they not, the plain error stands.
+        Ok(_) => (".".to_string(), plain.to_string()),
+    };
+    let field = if field == "." {
+        "(document)".to_string()
+    } else {
+        field
+    };
+    Err(Error::config(file, field, message))
 }
 
 /// Checks a process definition (the container's, or one given to `exec`).
