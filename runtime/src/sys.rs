@@ -11,12 +11,12 @@ use std::ptr;
 /// Reads a file of the proc, sys or cgroup filesystems whole. `fs::read` asks for the size
 /// first (these report 0) and then reads in steps growing from 32 bytes, each step a system
 /// call for which the kernel formats the file again up to where the read starts (six reads
-/// for /proc/PID/stat, eleven for a mountinfo); given room up front, `read_to_end` reads it
-/// in one read and the end-of-file.
+/// for /proc/PID/stat, eleven for a mountinfo). With room up front and no size asked for (see
+/// [`PlainReader`]) it is one read and the end-of-file.
 pub fn read_pseudo_file(path: &std::path::Path) -> io::Result<Vec<u8>> {
     use std::io::Read;
     let mut buf = Vec::with_capacity(PSEUDO_FILE_ROOM);
-    std::fs::File::open(path)?.read_to_end(&mut buf)?;
+    PlainReader(std::fs::File::open(path)?).read_to_end(&mut buf)?;
     Ok(buf)
 }
 
@@ -24,8 +24,18 @@ pub fn read_pseudo_file(path: &std::path::Path) -> io::Result<Vec<u8>> {
 pub fn read_pseudo_to_string(path: impl AsRef<std::path::Path>) -> io::Result<String> {
     use std::io::Read;
     let mut text = String::with_capacity(PSEUDO_FILE_ROOM);
-    std::fs::File::open(path)?.read_to_string(&mut text)?;
+    PlainReader(std::fs::File::open(path)?).read_to_string(&mut text)?;
     Ok(text)
+}
+
+/// A file read through `read` alone: `File`'s own `read_to_end` first asks for its size and
+/// position (statx and lseek), two system calls that tell nothing about a pseudo file.
+struct PlainReader(std::fs::File);
+
+impl std::io::Read for PlainReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read(buf)
+    }
 }
 
 /// Enough for the proc and cgroup files the runtime reads (a mountinfo grows past it).
