@@ -225,6 +225,59 @@ fn delete_force_kills_a_running_container() {
 }
 
 #[test]
+fn delete_force_after_a_killed_create_removes_its_cgroup_and_directory() {
+    use std::os::unix::process::CommandExt;
+    let rt = Runtime::new();
+    let id = unique("killed");
+    let signals = tempfile::tempdir().unwrap();
+    let hook_ran = signals.path().join("hook-ran");
+    // The prestart hook runs once the cgroup is made and before any record is written: the
+    // create is killed while it waits, as a crash or an OOM kill would.
+    let bundle = Bundle::sh("true").edit(|s| {
+        s["hooks"] = serde_json::json!({"prestart": [{
+            "path": "/bin/sh",
+            "args": ["sh", "-c", format!("touch {}; sleep 30", hook_ran.display())],
+            "env": ["PATH=/bin:/usr/bin"]
+        }]});
+    });
+    let dir = rt.prepare(&id, &bundle);
+    let mut create = rt
+        .command(&[
+            "create".as_ref(),
+            "--bundle".as_ref(),
+            dir.as_os_str(),
+            id.as_ref(),
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !hook_ran.exists() {
+        assert!(Instant::now() < deadline, "the prestart hook did not run");
+        sleep(Duration::from_millis(10));
+    }
+    let state_dir = rt.root().join(&id);
+    assert!(!rt.leftover_cgroups().is_empty(), "the cgroup is made");
+    assert!(!state_dir.join("state.json").exists(), "no record yet");
+    // SAFETY: kill(2) of the process group this test started (the runtime and its hook).
+    unsafe { libc::kill(-(create.id() as i32), libc::SIGKILL) };
+    let _ = create.wait();
+
+    let err = rt.fails(&["delete", &id]);
+    assert!(err.contains("does not exist"), "{err}");
+    rt.ok(&["delete", "--force", &id]);
+    assert!(
+        rt.leftover_cgroups().is_empty(),
+        "cgroups left: {:?}",
+        rt.leftover_cgroups()
+    );
+    assert!(!state_dir.exists(), "{} is left", state_dir.display());
+}
+
+#[test]
 fn delete_of_a_created_container_needs_no_force() {
     let rt = Runtime::new();
     let id = unique("created");

@@ -121,9 +121,11 @@ impl Runtime {
         let dir = self.root.join(id);
         // The cgroup plan is written before the cgroup is made, so even a create killed at
         // that point leaves nothing behind.
-        if let Ok(bytes) = fs::read(dir.join(state::CGROUP_FILE)) {
-            if let Ok(cgroup) = serde_json::from_slice::<cgroups::Cgroup>(&bytes) {
-                cgroup.remove()?;
+        for plan in [state::CREATING, state::OLD_CGROUP_FILE] {
+            if let Ok(bytes) = fs::read(dir.join(plan)) {
+                if let Ok(cgroup) = serde_json::from_slice::<cgroups::Cgroup>(&bytes) {
+                    cgroup.remove()?;
+                }
             }
         }
         match fs::remove_dir_all(&dir) {

@@ -20,12 +20,14 @@ pub(crate) const STATE_FILE: &str = "state.json";
 /// The FIFO the waiting init opens for writing; `start` opens it for reading. Present exactly
 /// while the container is `created`.
 pub(crate) const EXEC_FIFO: &str = "exec.fifo";
-/// Written just before the record and present until the init reports ready: the container is
-/// `creating` meanwhile, and `start` and `exec` refuse it. (Before the record exists the
-/// container is not there at all; `delete --force` removes the leftovers of a killed create.)
+/// Written before the container's cgroup is made, holding its plan, and present until the init
+/// reports ready: the container is `creating` meanwhile, and `start` and `exec` refuse it
+/// (before the record exists the container is not there at all), and `delete --force` of a
+/// killed create reads the plan to remove the cgroup (`Runtime::remove_leftovers`). One file
+/// for both: a state root on a disk filesystem pays for every inode made and removed.
 pub(crate) const CREATING: &str = "creating";
-/// The container's cgroup, recorded before it is made (see `Runtime::remove_leftovers`).
-pub(crate) const CGROUP_FILE: &str = "cgroup.json";
+/// Where earlier builds kept the cgroup plan: read and removed in state directories they left.
+pub(crate) const OLD_CGROUP_FILE: &str = "cgroup.json";
 
 /// The OCI lifecycle states (plus `paused`, which runc reports too).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

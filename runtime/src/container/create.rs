@@ -25,9 +25,7 @@ use crate::process::attributes;
 use crate::process::channel::{Channel, Message};
 use crate::process::init::{self, InitArgs, Release, V1Join};
 use crate::process::wait;
-use crate::state::{
-    CGROUP_FILE, CREATING, EXEC_FIFO, Record, now_rfc3339, process_stat, write_atomic,
-};
+use crate::state::{CREATING, EXEC_FIFO, Record, now_rfc3339, process_stat, write_atomic};
 use crate::sys::{self, Forked};
 use crate::{Runtime, terminal, trace};
 
@@ -191,7 +189,7 @@ fn create(rt: &Runtime, id: &str, opts: &CreateOptions, launch: Launch) -> Resul
     let mut cgroup = Cgroup::plan(&layout, &cgroups_path);
     let write_plan = |cgroup: &Cgroup| {
         let bytes = serde_json::to_vec(cgroup).map_err(|e| Error::sys("encode cgroup plan", e))?;
-        fs::write(dir.join(CGROUP_FILE), bytes).at("write", dir.join(CGROUP_FILE))
+        fs::write(dir.join(CREATING), bytes).at("write", dir.join(CREATING))
     };
     write_plan(&cgroup)?;
     // `execCPUAffinity.initial` is the affinity *before* the cgroup: then the init is born
@@ -506,7 +504,6 @@ fn create(rt: &Runtime, id: &str, opts: &CreateOptions, launch: Launch) -> Resul
     // journaling filesystem: a tenth of a millisecond or more), unless the init runs hooks,
     // which may ask for it.
     let write_state = || {
-        fs::File::create(dir.join(CREATING)).at("create", dir.join(CREATING))?;
         record.save(&dir)?;
         trace::mark("create: state written");
         Ok::<(), Error>(())

@@ -88,7 +88,7 @@ fn remove_state_dir(dir: &std::path::Path) -> Result<()> {
         crate::state::STATE_FILE,
         crate::state::EXEC_FIFO,
         crate::state::CREATING,
-        crate::state::CGROUP_FILE,
+        crate::state::OLD_CGROUP_FILE,
     ] {
         match std::fs::remove_file(dir.join(file)) {
             Ok(()) => {}
