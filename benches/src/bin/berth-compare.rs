@@ -249,7 +249,7 @@ fn main() {
         match find_binary(name) {
             Some(binary) => runtimes.push(Runtime {
                 name: name.clone(),
-                binary,
+                binary: installed_copy(&binary, &work, name),
                 root: work.join(format!("root-{name}")),
             }),
             None if name == "berth" => usage(
@@ -277,10 +277,10 @@ fn main() {
         o.runs
     );
     for round in 0..o.runs {
-        // Rotate the order each round so no runtime always runs right after another.
+        // A new order each round, so no runtime keeps running right after the same one (a
+        // rotation would: what ran before leaves kernel work behind, e.g. cgroups to free).
         let mut order: Vec<&Runtime> = runtimes.iter().collect();
-        let n = order.len().max(1);
-        order.rotate_left(round % n);
+        shuffle(&mut order, round as u64);
         let floor = floor_command(&rootfs).spawn();
         let floor_sample = {
             let start = Instant::now();
@@ -362,8 +362,7 @@ fn main() {
         // starts costs on this host, with no cgroup, mount or runtime work at all.
         let mut order: Vec<Option<&Runtime>> = runtimes.iter().map(Some).collect();
         order.push(None);
-        let n = order.len();
-        order.rotate_left(round % n);
+        shuffle(&mut order, round as u64);
         for rt in &order {
             let name = rt.map_or("floor", |rt| rt.name.as_str());
             let commands: Vec<Command> = (0..o.concurrency)
@@ -420,6 +419,35 @@ fn main() {
     let _ = fs::remove_dir_all(&work);
 
     report(&o, &results, &cgroup_view);
+}
+
+/// Every runtime runs from a copy written in one go, as a package or `cargo install` writes
+/// it. A binary fresh from the linker sits in the page cache in small pieces (4 KiB folios,
+/// where a file written or read in large chunks gets large ones) and pays for it at every
+/// exec: berth-runtime straight from `target/` took ~28 more page faults and 0.7-0.8 ms more
+/// CPU per `run` than a copy of the same bytes on this VM (paired runs, ext4 with large
+/// folios); a runtime installed by dpkg would have had that advantage over it.
+fn installed_copy(binary: &Path, work: &Path, name: &str) -> PathBuf {
+    let copy = work.join(format!("bin-{name}"));
+    fs::copy(binary, &copy).unwrap_or_else(|e| panic!("copy {}: {e}", binary.display()));
+    copy
+}
+
+/// Fisher-Yates with a fixed generator (splitmix64) seeded by the round: the same orders in
+/// every run of the harness.
+fn shuffle<T>(items: &mut [T], seed: u64) {
+    let mut state = seed;
+    let mut next = || {
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    for i in (1..items.len()).rev() {
+        let j = (next() % (i as u64 + 1)) as usize;
+        items.swap(i, j);
+    }
 }
 
 /// The floor: the same namespaces and a chroot, nothing else (no cgroup, no mounts, no
