@@ -45,12 +45,12 @@ bin=$PWD/target/$(rustc -vV | sed -n 's/^host: //p')/release
 image=$PWD/target/fixtures/busybox-docker.tar
 out=$PWD/target/bench
 mkdir -p "$out"
-work=$(mktemp -d /tmp/engines.XXXXXX)
 # berthd (with its berth-monitor) and the CLI run from copies written in one go, as a package
 # installs them: a binary fresh from the linker sits in the page cache in small folios and
 # pays for it at every exec (see installed_copy in benches/src/bin/berth-compare.rs).
-mkdir "$work/bin"
-cp "$bin/berthd" "$bin/berth-monitor" "$bin/berth" "$work/bin/"
+mkdir -p "$out/bin"
+cp "$bin/berthd" "$bin/berth-monitor" "$bin/berth" "$out/bin/"
+work=$(mktemp -d /tmp/engines.XXXXXX)
 B="unix://$work/berth.sock"
 D="unix://$work/docker.sock"
 berthd_pid= dockerd_pid=
@@ -79,7 +79,7 @@ trap cleanup EXIT
 ip netns add "$ns_berth"
 ip netns add "$ns_docker"
 # nsenter enters the network namespace only and execs: the pid is the daemon's.
-nsenter --net="/run/netns/$ns_berth" "$work/bin/berthd" --root "$work/berth-root" \
+nsenter --net="/run/netns/$ns_berth" "$out/bin/berthd" --root "$work/berth-root" \
   --exec-root "$work/berth-run" -H "$B" --bpf-pin-dir "$work/bpf/berth" \
   --cgroup-parent "/$cg_berth" >"$work/berthd.log" 2>&1 &
 berthd_pid=$!
@@ -96,10 +96,10 @@ echo "berthd $(DOCKER_HOST=$B docker version --format '{{.Server.Version}}') vs 
 
 # 1. One container, start to exit, without a network and on the default bridge.
 hyperfine --style basic --warmup 3 --runs "$runs" --export-json "$out/engines-run.json" \
-  -n "berth CLI → berthd, none" "$work/bin/berth -H $B run --rm --network none busybox true" \
+  -n "berth CLI → berthd, none" "$out/bin/berth -H $B run --rm --network none busybox true" \
   -n "docker CLI → berthd, none" "docker -H $B run --rm --network none busybox true" \
   -n "docker CLI → dockerd, none" "docker -H $D run --rm --network none busybox true" \
-  -n "berth CLI → berthd, bridge" "$work/bin/berth -H $B run --rm busybox true" \
+  -n "berth CLI → berthd, bridge" "$out/bin/berth -H $B run --rm busybox true" \
   -n "docker CLI → berthd, bridge" "docker -H $B run --rm busybox true" \
   -n "docker CLI → dockerd, bridge" "docker -H $D run --rm busybox true"
 
@@ -112,7 +112,7 @@ throughput() { # host, cli
   "$cli" -H "$host" ps -aq | xargs -r -n 25 "$cli" -H "$host" rm -f >/dev/null
   echo "scale=2; $concurrent / ($end - $start)" | bc
 }
-berth_rate=$(throughput "$B" "$work/bin/berth")
+berth_rate=$(throughput "$B" "$out/bin/berth")
 docker_rate=$(throughput "$D" docker)
 echo "run -d, $concurrent containers, 16 clients: berthd $berth_rate/s, dockerd $docker_rate/s"
 
@@ -139,7 +139,7 @@ idle_cost() { # which host cli
   "$3" -H "$2" ps -aq | xargs -r -n 25 "$3" -H "$2" rm -f >/dev/null
   echo "scale=1; ($after - $before) / $idle" | bc
 }
-berth_idle=$(idle_cost berth "$B" "$work/bin/berth")
+berth_idle=$(idle_cost berth "$B" "$out/bin/berth")
 docker_idle=$(idle_cost docker "$D" docker)
 echo "idle containers ($idle): berthd adds $berth_idle KiB PSS each, dockerd+containerd $docker_idle KiB"
 

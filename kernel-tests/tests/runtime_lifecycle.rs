@@ -262,6 +262,9 @@ fn delete_force_after_a_killed_create_removes_its_cgroup_and_directory() {
     let state_dir = rt.root().join(&id);
     assert!(!rt.leftover_cgroups().is_empty(), "the cgroup is made");
     assert!(!state_dir.join("state.json").exists(), "no record yet");
+    // What delete --force has to go by: the plan, in the creating marker.
+    let plan = fs::read_to_string(state_dir.join("creating")).unwrap();
+    assert!(plan.contains(&format!("/{id}")), "{plan}");
     // SAFETY: kill(2) of the process group this test started (the runtime and its hook).
     unsafe { libc::kill(-(create.id() as i32), libc::SIGKILL) };
     let _ = create.wait();

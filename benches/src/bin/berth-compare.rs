@@ -7,8 +7,11 @@
 //!   container, all reaped here);
 //! - `lifecycle`: what containerd's shim does: `create --pid-file`, `start`, wait for the init
 //!   to exit, `delete`;
-//! - `concurrent`: N `run`s launched at once on 2 cores, total wall time;
+//! - `concurrent`: N `run`s launched at once on 2 cores, total wall time (and N floors at once);
 //! - `floor`: `unshare -m -p -n -i -u -f chroot ROOTFS /bin/true`.
+//!
+//! Rounds go through the runtimes in an order shuffled per round (the same orders every time),
+//! and every runtime runs from a copy in `OUT/bin` (see [`installed_copy`]).
 //!
 //! `--docker-profile` adds Docker's capabilities and default seccomp profile to every bundle,
 //! as Docker and containerd run containers.
@@ -249,7 +252,7 @@ fn main() {
         match find_binary(name) {
             Some(binary) => runtimes.push(Runtime {
                 name: name.clone(),
-                binary: installed_copy(&binary, &work, name),
+                binary: installed_copy(&binary, &o.out.join("bin"), name),
                 root: work.join(format!("root-{name}")),
             }),
             None if name == "berth" => usage(
@@ -423,12 +426,15 @@ fn main() {
 
 /// Every runtime runs from a copy written in one go, as a package or `cargo install` writes
 /// it. A binary fresh from the linker sits in the page cache in small pieces (4 KiB folios,
-/// where a file written or read in large chunks gets large ones) and pays for it at every
-/// exec: berth-runtime straight from `target/` took ~28 more page faults and 0.7-0.8 ms more
-/// CPU per `run` than a copy of the same bytes on this VM (paired runs, ext4 with large
-/// folios); a runtime installed by dpkg would have had that advantage over it.
-fn installed_copy(binary: &Path, work: &Path, name: &str) -> PathBuf {
-    let copy = work.join(format!("bin-{name}"));
+/// where a file written or read in large chunks gets large ones on this kernel's ext4) and pays
+/// for it at every exec: berth-runtime straight from `target/` took ~28 more page faults and
+/// 0.7-0.8 ms more CPU per `run` than a copy of the same bytes on this VM (paired runs); crun
+/// and runc, installed by dpkg, would have had that advantage over it. The copies go to the
+/// output directory (`target/bench`: the repository's filesystem, a disk one like where
+/// packages install; the work directory is in /run, tmpfs on most hosts).
+fn installed_copy(binary: &Path, dir: &Path, name: &str) -> PathBuf {
+    fs::create_dir_all(dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+    let copy = dir.join(name);
     fs::copy(binary, &copy).unwrap_or_else(|e| panic!("copy {}: {e}", binary.display()));
     copy
 }

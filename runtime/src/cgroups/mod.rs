@@ -170,22 +170,22 @@ impl Cgroup {
     /// the whole cgroup either way.
     pub fn create_part(&self, resources: Option<&LinuxResources>, part: Part) -> Result<()> {
         let dirs = || self.dirs.iter().filter(move |d| part.holds(d));
+        // Before anything is written (making a cgroup2 directory enables controllers in its
+        // parents): a refused cgroup changes nothing on the host.
+        for d in dirs() {
+            if let Ok(procs) = crate::sys::read_pseudo_to_string(d.path.join("cgroup.procs")) {
+                if !procs.trim().is_empty() {
+                    return Err(Error::config(
+                        "config.json",
+                        "linux.cgroupsPath",
+                        format!("{} already holds processes", d.path.display()),
+                    ));
+                }
+            }
+        }
         let mut made = Vec::new();
         let result = self.make_dirs(dirs(), &mut made).and_then(|()| {
             crate::trace::mark("cgroup: directories made");
-            // Only a directory that was there before can hold processes (one just made is
-            // empty), and it is checked before any limit is written to it.
-            for d in dirs().filter(|d| !made.contains(&d.path)) {
-                if let Ok(procs) = crate::sys::read_pseudo_to_string(d.path.join("cgroup.procs")) {
-                    if !procs.trim().is_empty() {
-                        return Err(Error::config(
-                            "config.json",
-                            "linux.cgroupsPath",
-                            format!("{} already holds processes", d.path.display()),
-                        ));
-                    }
-                }
-            }
             // Device rules are written even when the config has none: access is deny-by-default.
             let mut r = resources.cloned().unwrap_or_default();
             if r.devices().is_none() {

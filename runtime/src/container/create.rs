@@ -162,8 +162,8 @@ fn create(rt: &Runtime, id: &str, opts: &CreateOptions, launch: Launch) -> Resul
         ));
     }
 
-    // The directory reserves the id; the `creating` marker comes with the record, after the
-    // clone (nothing reads the one without the other).
+    // The directory reserves the id; the `creating` marker, written before the cgroup is made,
+    // holds the cgroup plan (what `delete --force` of a killed create removes).
     let dir = rt.make_container_dir(id)?;
     let mut undo = Undo {
         dir: Some(dir.clone()),
