@@ -42,10 +42,17 @@ fn enable_controllers(dir: &Path, controllers: &[String]) -> Result<()> {
         return Ok(());
     }
     let enabled = read_file(dir, "cgroup.subtree_control")?;
-    let available = read_file(dir, "cgroup.controllers")?;
-    let missing: Vec<String> = controllers
+    let not_enabled: Vec<&String> = controllers
         .iter()
         .filter(|c| !enabled.split_whitespace().any(|e| e == c.as_str()))
+        .collect();
+    // Usually all are, below a parent made before: then what is available is not asked.
+    if not_enabled.is_empty() {
+        return Ok(());
+    }
+    let available = read_file(dir, "cgroup.controllers")?;
+    let missing: Vec<String> = not_enabled
+        .into_iter()
         .filter(|c| available.split_whitespace().any(|a| a == c.as_str()))
         .map(|c| format!("+{c}"))
         .collect();
