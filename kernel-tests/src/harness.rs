@@ -258,6 +258,37 @@ impl Drop for Runtime {
     }
 }
 
+/// Directories a peer engine makes at paths it does not let us choose (containerd 1.6's shim
+/// sockets in /run/containerd/s, dockerd's /run/docker/plugins): those missing when the guard
+/// is made are removed again, in the order given, when it drops, if they are empty then (a
+/// test running beside may still use one; it stays).
+pub struct PeerDirs(Vec<PathBuf>);
+
+impl PeerDirs {
+    pub fn new(paths: &[&str]) -> PeerDirs {
+        PeerDirs(
+            paths
+                .iter()
+                .map(PathBuf::from)
+                .filter(|p| !p.exists())
+                .collect(),
+        )
+    }
+}
+
+impl Drop for PeerDirs {
+    fn drop(&mut self) {
+        for dir in &self.0 {
+            let _ = fs::remove_dir(dir);
+        }
+    }
+}
+
+/// What containerd 1.6 and its runc shim make under /run whatever their configuration says.
+pub const CONTAINERD_RUN_DIRS: &[&str] = &["/run/containerd/s", "/run/containerd"];
+/// What dockerd makes under /run besides its exec root.
+pub const DOCKERD_RUN_DIRS: &[&str] = &["/run/docker/plugins", "/run/docker"];
+
 /// Removes the cgroup parent `name` (relative to each hierarchy's root) and the empty cgroups
 /// below it from every hierarchy; busy ones stay.
 pub fn remove_cgroup_parent(name: &str) {

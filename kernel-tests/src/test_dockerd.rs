@@ -7,15 +7,19 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::harness::{CONTAINERD_RUN_DIRS, DOCKERD_RUN_DIRS, PeerDirs};
 use crate::test_daemon::Run;
 
 pub struct TestDockerd {
     dir: tempfile::TempDir,
     child: Child,
+    /// Dropped after `Drop::drop` has stopped dockerd.
+    _run_dirs: PeerDirs,
 }
 
 impl TestDockerd {
     pub fn start() -> TestDockerd {
+        let run_dirs = PeerDirs::new(&[DOCKERD_RUN_DIRS, CONTAINERD_RUN_DIRS].concat());
         let dir = tempfile::Builder::new()
             .prefix("dk")
             .tempdir_in("/tmp")
@@ -42,7 +46,11 @@ impl TestDockerd {
             .stderr(log)
             .spawn()
             .expect("dockerd (Debian package docker.io)");
-        let d = TestDockerd { dir, child };
+        let d = TestDockerd {
+            dir,
+            child,
+            _run_dirs: run_dirs,
+        };
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
             if d.docker(&["version"]).code == 0 {

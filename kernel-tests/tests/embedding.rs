@@ -9,7 +9,9 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use berth_kernel_tests::fixtures;
-use berth_kernel_tests::harness::{cgroup_mounts, runtime_binary, unique};
+use berth_kernel_tests::harness::{
+    CONTAINERD_RUN_DIRS, DOCKERD_RUN_DIRS, PeerDirs, cgroup_mounts, runtime_binary, unique,
+};
 
 fn ok(out: Output, what: &str) -> String {
     assert!(
@@ -95,6 +97,7 @@ impl Drop for Daemon {
 #[test]
 fn containerd_runs_and_execs_through_the_runc_shim() {
     let _cgroups = CgroupParents::new(&["default"]);
+    let _run_dirs = PeerDirs::new(CONTAINERD_RUN_DIRS);
     let dir = tempfile::Builder::new()
         .prefix("berth-containerd-")
         .tempdir_in("/run")
@@ -128,6 +131,11 @@ fn containerd_runs_and_execs_through_the_runc_shim() {
             .output()
             .unwrap()
     };
+    // ctr's FIFOs and the shim's runtime root default to /run/containerd: ours instead.
+    let fifo_dir = daemon.dir.path().join("fifo");
+    let fifo_dir = fifo_dir.to_str().unwrap();
+    let runc_root = daemon.dir.path().join("runc-root");
+    let runc_root = runc_root.to_str().unwrap();
 
     let image_tar = daemon.dir.path().join("busybox-oci.tar");
     ok(
@@ -161,6 +169,10 @@ fn containerd_runs_and_execs_through_the_runc_shim() {
             "--rm",
             "--runc-binary",
             rt,
+            "--runc-root",
+            runc_root,
+            "--fifo-dir",
+            fifo_dir,
             "docker.io/library/busybox:latest",
             &id,
             "sh",
@@ -182,6 +194,10 @@ fn containerd_runs_and_execs_through_the_runc_shim() {
             "-d",
             "--runc-binary",
             rt,
+            "--runc-root",
+            runc_root,
+            "--fifo-dir",
+            fifo_dir,
             "docker.io/library/busybox:latest",
             &id,
             "sleep",
@@ -193,6 +209,8 @@ fn containerd_runs_and_execs_through_the_runc_shim() {
         ctr(&[
             "task",
             "exec",
+            "--fifo-dir",
+            fifo_dir,
             "--exec-id",
             "e1",
             &id,
@@ -301,6 +319,7 @@ fn podman_runs_and_execs_with_berth_as_its_runtime() {
 #[test]
 fn dockerd_runs_execs_and_stops_with_add_runtime() {
     let _cgroups = CgroupParents::new(&["docker"]);
+    let _run_dirs = PeerDirs::new(&[DOCKERD_RUN_DIRS, CONTAINERD_RUN_DIRS].concat());
     let dir = tempfile::Builder::new()
         .prefix("berth-dockerd-")
         .tempdir_in("/run")
