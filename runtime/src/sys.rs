@@ -22,10 +22,8 @@ pub fn read_pseudo_file(path: &std::path::Path) -> io::Result<Vec<u8>> {
 
 /// [`read_pseudo_file`] as text.
 pub fn read_pseudo_to_string(path: impl AsRef<std::path::Path>) -> io::Result<String> {
-    use std::io::Read;
-    let mut text = String::with_capacity(PSEUDO_FILE_ROOM);
-    PlainReader(std::fs::File::open(path)?).read_to_string(&mut text)?;
-    Ok(text)
+    String::from_utf8(read_pseudo_file(path.as_ref())?)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
 /// A file read through `read` alone: `File`'s own `read_to_end` first asks for its size and
