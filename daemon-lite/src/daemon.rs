@@ -33,6 +33,8 @@ pub struct Config {
     pub netns_pool: usize,
     /// berth's nftables table (outbound NAT, published ports from outside).
     pub nft_table: String,
+    /// Turn IPv4 forwarding on if it is off (`--ip-forward`, dockerd's default too).
+    pub ip_forward: bool,
     /// Where the networks' resolver sends names that are not containers.
     pub dns_upstream: crate::dns::Upstream,
     /// The cgroup containers go below, `<parent>/<id>` in every hierarchy (`--cgroup-parent`,
@@ -63,6 +65,33 @@ impl Config {
     /// A running container's monitor socket; short, as socket paths must fit in 108 bytes.
     pub fn monitor_socket(&self, id: &str) -> PathBuf {
         self.exec_root.join("m").join(crate::names::short(id))
+    }
+}
+
+/// Turns IPv4 forwarding on where it is off (`--ip-forward`, on by default as dockerd's).
+/// Returns whether berth is the one that turned it on, in this boot (a marker in the exec root,
+/// which a reboot clears with the setting): then its table forwards container traffic only.
+fn ip_forward(config: &Config) -> bool {
+    let marker = config.exec_root.join("ip-forward-enabled");
+    match berth_network::nat::enable_ip_forward() {
+        Ok(true) => {
+            tracing::info!(
+                "IPv4 forwarding was off: turned on (net.ipv4.ip_forward=1); forwarded traffic \
+                 neither from nor to a container network is dropped (nftables table {})",
+                config.nft_table
+            );
+            if let Err(e) = std::fs::create_dir_all(&config.exec_root)
+                .and_then(|()| std::fs::write(&marker, b""))
+            {
+                tracing::warn!("{}: {e}", marker.display());
+            }
+            true
+        }
+        Ok(false) => marker.exists(),
+        Err(e) => {
+            tracing::warn!("{e}: containers on bridge networks may not reach out");
+            false
+        }
     }
 }
 
@@ -139,8 +168,13 @@ impl Daemon {
         if let Err(e) = berth_bpf::ports::ensure_bpffs(&bpffs) {
             tracing::warn!("{e}: the datapath and published ports will not outlive berthd");
         }
+        let guard_forwarding = if config.ip_forward {
+            ip_forward(&config)
+        } else {
+            false
+        };
         let nat = match berth_network::nat::Nat::new(&config.nft_table).and_then(|n| {
-            n.install()?;
+            n.install(guard_forwarding)?;
             Ok(n)
         }) {
             Ok(n) => Some(Arc::new(n)),

@@ -50,6 +50,10 @@ struct Args {
     /// berth's nftables table (outbound NAT, published ports from outside).
     #[arg(long = "nft-table", default_value = Config::DEFAULT_NFT_TABLE)]
     nft_table: String,
+    /// Turn IPv4 forwarding on if it is off, as dockerd does (`--ip-forward=false`: leave it;
+    /// containers then reach nothing beyond the host).
+    #[arg(long = "ip-forward", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    ip_forward: bool,
     /// Where the published-port BPF programs are pinned (on a bpffs; survives berthd).
     #[arg(long = "bpf-pin-dir", default_value = Config::DEFAULT_BPF_PIN_DIR)]
     bpf_pin_dir: PathBuf,
@@ -136,6 +140,7 @@ fn run(args: Args) -> Result<(), String> {
             .map_err(|e| format!("--cgroup-parent: {}", e.0))?,
         bpf_pin_dir: args.bpf_pin_dir,
         nft_table: args.nft_table,
+        ip_forward: args.ip_forward,
         dns_upstream: berth_daemon::dns::Upstream::parse(&args.dns_upstream)?,
         registries: RegistryOptions {
             insecure: args.insecure_registries,

@@ -10,6 +10,9 @@
 //!   address. Connections made on the host itself never pass prerouting; berth-bpf's cgroup
 //!   programs take those.
 //!
+//! - `forward`: when berth turned IPv4 forwarding on, only traffic from or to the container
+//!   subnets is forwarded ([`Nat::install`]).
+//!
 //! The rules are written once; containers and networks are set and map elements only, so the
 //! rule count never grows with them. Changes go through Debian's `nft` (`nft -f -`), one
 //! transaction per call.
@@ -21,6 +24,20 @@ use std::process::{Command, Stdio};
 use ipnet::Ipv4Net;
 
 use crate::error::{Error, Result};
+
+const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
+
+/// Turns IPv4 forwarding on if it is off (containers on a bridge reach out, and are reached
+/// from outside, through the host's routing; dockerd does the same unless `--ip-forward=false`).
+/// Returns whether it was off.
+pub fn enable_ip_forward() -> Result<bool> {
+    let failed = |e: std::io::Error| Error::Invalid(format!("{IP_FORWARD}: {e}"));
+    if std::fs::read_to_string(IP_FORWARD).map_err(failed)?.trim() != "0" {
+        return Ok(false);
+    }
+    std::fs::write(IP_FORWARD, "1").map_err(failed)?;
+    Ok(true)
+}
 
 /// One published port, as the table keeps it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -105,9 +122,23 @@ impl Nat {
         Ok(())
     }
 
-    /// Creates the table, its sets and maps (kept if there), and (re)writes its rules.
-    pub fn install(&self) -> Result<()> {
+    /// Creates the table, its sets and maps (kept if there), and (re)writes its rules. With
+    /// `guard_forwarding` (berth turned IPv4 forwarding on itself), forwarded packets that
+    /// neither come from nor go to a container subnet are dropped, so the host routes for its
+    /// containers and not between its other interfaces (what dockerd's DROP policy on the
+    /// FORWARD chain does; here in berth's own table).
+    pub fn install(&self, guard_forwarding: bool) -> Result<()> {
         let t = &self.table;
+        let guard = if guard_forwarding {
+            format!(
+                "add rule ip {t} forward ip saddr @subnets accept
+add rule ip {t} forward ip daddr @subnets accept
+add rule ip {t} forward drop
+"
+            )
+        } else {
+            String::new()
+        };
         self.run(&format!(
             "add table ip {t}
 add set ip {t} subnets {{ type ipv4_addr; flags interval; }}
@@ -117,15 +148,17 @@ add map ip {t} ports_tcp_addr {{ type ipv4_addr . inet_service : ipv4_addr . ine
 add map ip {t} ports_udp_addr {{ type ipv4_addr . inet_service : ipv4_addr . inet_service; }}
 add chain ip {t} prerouting {{ type nat hook prerouting priority dstnat; policy accept; }}
 add chain ip {t} postrouting {{ type nat hook postrouting priority srcnat; policy accept; }}
+add chain ip {t} forward {{ type filter hook forward priority filter; policy accept; }}
 flush chain ip {t} prerouting
 flush chain ip {t} postrouting
+flush chain ip {t} forward
 add rule ip {t} prerouting fib daddr type local dnat ip to ip daddr . tcp dport map @ports_tcp_addr
 add rule ip {t} prerouting fib daddr type local dnat ip to ip daddr . udp dport map @ports_udp_addr
 add rule ip {t} prerouting fib daddr type local dnat ip to tcp dport map @ports_tcp
 add rule ip {t} prerouting fib daddr type local dnat ip to udp dport map @ports_udp
 add rule ip {t} postrouting ip saddr @subnets ip daddr != @subnets masquerade
 add rule ip {t} postrouting ct status dnat ip saddr @subnets masquerade
-"
+{guard}"
         ))
     }
 
