@@ -14,6 +14,7 @@ fn refused(rt: &Runtime, id: &str, write: impl FnOnce(&Path)) -> String {
     let bundle = Bundle::sh("true");
     let dir = rt.prepare(id, &bundle);
     write(&dir);
+    let before = mount_points();
     let err = rt.fails(&[
         "create".as_ref(),
         "--bundle".as_ref(),
@@ -38,9 +39,22 @@ fn refused(rt: &Runtime, id: &str, write: impl FnOnce(&Path)) -> String {
             );
         }
     }
-    let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
-    assert!(!mounts.contains(dir.to_str().unwrap()), "mount left behind");
+    // No test in this file mounts anything on the host, so any new mount point is a leak
+    // (the bundle's, or a rootfs of the test's own elsewhere).
+    let left: Vec<String> = mount_points()
+        .into_iter()
+        .filter(|m| !before.contains(m))
+        .collect();
+    assert!(left.is_empty(), "mounts left behind by {id}: {left:?}");
     err
+}
+
+fn mount_points() -> Vec<String> {
+    fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
+        .collect()
 }
 
 fn edit_config(dir: &Path, f: impl FnOnce(&mut serde_json::Value)) {

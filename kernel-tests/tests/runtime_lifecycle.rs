@@ -353,7 +353,8 @@ fn exec_runs_in_the_containers_namespaces_and_cgroup() {
         "v1 hierarchies on this host: {own}"
     );
 
-    // Flags after the id, env and cwd and user changes, exit codes.
+    // Flags before the id (after it come the program's arguments), env and cwd and user
+    // changes, exit codes.
     let out = rt.output(&[
         "exec",
         "--env",
@@ -487,6 +488,66 @@ fn errors_go_to_the_json_log_as_containerd_reads_it() {
         "{last}"
     );
     assert!(last["time"].is_string());
+}
+
+#[test]
+fn debug_logs_each_step_and_only_with_debug() {
+    let rt = Runtime::new();
+    let log_dir = tempfile::tempdir().unwrap();
+    let bundle = Bundle::sh("sleep 100");
+    let steps = |debug: bool| {
+        let id = unique("debuglog");
+        let log = log_dir.path().join(&id);
+        let dir = rt.prepare(&id, &bundle);
+        let mut global: Vec<&std::ffi::OsStr> = vec![
+            "--log".as_ref(),
+            log.as_os_str(),
+            "--log-format".as_ref(),
+            "json".as_ref(),
+        ];
+        if debug {
+            global.push("--debug".as_ref());
+        }
+        let with = |args: &[&std::ffi::OsStr]| {
+            let mut all = global.clone();
+            all.extend_from_slice(args);
+            rt.ok(&all)
+        };
+        with(&[
+            "create".as_ref(),
+            id.as_ref(),
+            "--bundle".as_ref(),
+            dir.as_os_str(),
+        ]);
+        with(&["start".as_ref(), id.as_ref()]);
+        with(&["kill".as_ref(), id.as_ref(), "KILL".as_ref()]);
+        wait_for_status(&rt, &id, "stopped");
+        with(&["delete".as_ref(), id.as_ref()]);
+        let text = fs::read_to_string(&log).unwrap_or_default();
+        let entries: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        (id, entries)
+    };
+    let (id, entries) = steps(true);
+    let debug: Vec<&str> = entries
+        .iter()
+        .filter(|e| e["level"] == "debug")
+        .map(|e| e["msg"].as_str().unwrap())
+        .collect();
+    for step in ["created, init pid", "started", "signal 9", "deleted"] {
+        assert!(
+            debug.iter().any(|m| m.contains(&id) && m.contains(step)),
+            "no debug entry for {step:?}: {debug:#?}"
+        );
+    }
+    assert!(debug.iter().any(|m| m.contains("pivot_root")), "{debug:#?}");
+    let (_, entries) = steps(false);
+    assert!(
+        entries.iter().all(|e| e["level"] != "debug"),
+        "debug entries without --debug: {entries:#?}"
+    );
 }
 
 #[test]

@@ -104,6 +104,8 @@ fn user_namespace_with_mappings() {
     assert_eq!(lines[1], ["0", "200000", "65536"]);
     assert_eq!(lines[2], ["0"], "root inside");
     assert_eq!(lines[3], ["0"]);
+    // The maps are written before the init runs anything: they belong to its root.
+    assert_eq!(lines[4], ["0"], "uid_map owned by the container's root");
 }
 
 #[test]
@@ -239,6 +241,51 @@ fn joins_existing_namespaces_by_path() {
         })
         .collect();
     assert_eq!(out.lines().collect::<Vec<_>>(), want);
+}
+
+#[test]
+fn joins_cgroup_and_time_namespaces_by_path_and_refuses_a_shared_mount_namespace() {
+    // A time namespace is joined through the holder's time_for_children (unshare itself
+    // stays in ours).
+    let holder = Holder::spawn(&["--mount", "--cgroup", "--time"], "mnt");
+    let rt = Runtime::new();
+    let kinds = [
+        ("cgroup", "cgroup", "cgroup"),
+        ("time", "time", "time_for_children"),
+    ];
+    let mut bundle = Bundle::sh("for n in cgroup time; do readlink /proc/self/ns/$n; done");
+    for (_, oci, entry) in kinds {
+        bundle = without(bundle, oci);
+        bundle = with_ns(bundle, json!({"type": oci, "path": holder.ns(entry)}));
+    }
+    let out = rt.run_ok(&unique("joincg"), &bundle);
+    let want: Vec<String> = kinds
+        .iter()
+        .map(|(_, _, entry)| {
+            fs::read_link(holder.ns(entry))
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    assert_eq!(out.lines().collect::<Vec<_>>(), want);
+    for (kind, w) in ["cgroup", "time"].iter().zip(&want) {
+        assert_ne!(w, &host_ns(kind), "{kind} is the host's");
+    }
+
+    // The rootfs is built in the container's own mount namespace: one of another process
+    // would get the container's mounts and pivot_root. Refused, naming the field.
+    let bundle = with_ns(
+        without(Bundle::sh("true"), "mount"),
+        json!({"type": "mount", "path": holder.ns("mnt")}),
+    );
+    let (code, _, err) = rt.run(&unique("joinmnt"), &bundle);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("linux.namespaces") && err.contains("new mount namespace"),
+        "{err}"
+    );
+    assert!(rt.leftover_cgroups().is_empty());
 }
 
 #[test]

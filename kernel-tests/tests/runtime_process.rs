@@ -190,6 +190,30 @@ fn raising_a_hard_rlimit_without_the_capability_names_the_limit() {
 }
 
 #[test]
+fn a_session_keyring_per_container_unless_no_new_keyring() {
+    let rt = Runtime::new();
+    // /proc/keys lists the keys the reader may view, its session keyring among them; Docker
+    // masks the file, this test's container does not.
+    let bundle = Bundle::sh("cat /proc/keys").edit(|s| {
+        let masked = s["linux"]["maskedPaths"].as_array_mut().unwrap();
+        masked.retain(|p| p != "/proc/keys");
+    });
+    let id = unique("keyring");
+    let out = rt.run_ok(&id, &bundle);
+    assert!(out.contains(&format!("_ses.{id}")), "{out}");
+    let id = unique("nokeyring");
+    let dir = rt.prepare(&id, &bundle);
+    let out = rt.ok(&[
+        "run".as_ref(),
+        "--no-new-keyring".as_ref(),
+        "-b".as_ref(),
+        dir.as_os_str(),
+        id.as_ref(),
+    ]);
+    assert!(!out.contains(&format!("_ses.{id}")), "{out}");
+}
+
+#[test]
 fn oom_score_adj() {
     let rt = Runtime::new();
     let bundle = Bundle::sh("cat /proc/self/oom_score_adj")

@@ -53,18 +53,43 @@ fn old_root_is_gone_after_pivot() {
 
 #[test]
 fn no_pivot_moves_the_root_instead() {
+    // The two ways differ only in what stays below the container's root (the old root,
+    // reachable to a process that escapes a chroot), so the runtime's debug log says which
+    // one it took; the container runs either way.
     let rt = Runtime::new();
-    let id = unique("nopivot");
-    let bundle = Bundle::sh("head -1 /proc/self/mountinfo; ls /bin/busybox");
-    let dir = rt.prepare(&id, &bundle);
-    let out = rt.ok(&[
-        "run".as_ref(),
-        "--no-pivot".as_ref(),
-        "-b".as_ref(),
-        dir.as_os_str(),
-        id.as_ref(),
-    ]);
-    assert!(out.contains("/bin/busybox"), "{out}");
+    let log_dir = tempfile::tempdir().unwrap();
+    let run = |no_pivot: bool| {
+        let id = unique("nopivot");
+        let bundle = Bundle::sh("ls /bin/busybox; head -1 /proc/self/mountinfo");
+        let dir = rt.prepare(&id, &bundle);
+        let log = log_dir.path().join(&id);
+        let mut args = vec![
+            "--debug".as_ref(),
+            "--log".as_ref(),
+            log.as_os_str(),
+            "run".as_ref(),
+        ];
+        if no_pivot {
+            args.push("--no-pivot".as_ref());
+        }
+        args.extend(["-b".as_ref(), dir.as_os_str(), id.as_ref()]);
+        let out = rt.ok(&args);
+        assert!(out.starts_with("/bin/busybox\n"), "{out}");
+        let root = out.lines().nth(1).unwrap_or_default();
+        assert_eq!(root.split(' ').nth(4), Some("/"), "{out}");
+        fs::read_to_string(&log).unwrap()
+    };
+    let moved = run(true);
+    assert!(
+        moved.contains("moved onto / and chrooted (no pivot_root)")
+            && !moved.contains("pivot_root, old root detached"),
+        "{moved}"
+    );
+    let pivoted = run(false);
+    assert!(
+        pivoted.contains("pivot_root, old root detached") && !pivoted.contains("chrooted"),
+        "{pivoted}"
+    );
 }
 
 #[test]
@@ -155,30 +180,167 @@ fn bind_mounts_with_flags() {
     );
 }
 
-#[test]
-fn default_propagation_is_rslave_and_shared_works() {
-    let rt = Runtime::new();
-    let host = tempfile::tempdir().unwrap();
-    let bundle = add_mount(
-        Bundle::sh("grep ' /mnt/vol ' /proc/self/mountinfo"),
-        json!({"destination": "/mnt/vol", "type": "bind", "source": host.path(), "options": ["rbind"]}),
-    );
-    let out = rt.run_ok(&unique("prop"), &bundle);
-    // The host's mounts are shared here; the container sees them as slaves.
-    let root_shared = fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .next()
-        .unwrap()
-        .contains("shared:");
-    if root_shared {
-        assert!(out.contains("master:"), "{out}");
+/// A directory of the test's own made a shared mount (a bind of itself), as a host's mounts
+/// are under systemd; unmounted, with what is below it, on drop.
+struct SharedMount(tempfile::TempDir);
+
+impl SharedMount {
+    fn new(dir: tempfile::TempDir) -> SharedMount {
+        use rustix::mount::{MountPropagationFlags, mount_bind, mount_change};
+        mount_bind(dir.path(), dir.path()).unwrap();
+        let shared = SharedMount(dir);
+        mount_change(shared.path(), MountPropagationFlags::SHARED).unwrap();
+        shared
     }
-    let out = rt.run_ok(
-        &unique("prop2"),
-        &bundle.edit(|s| s["linux"]["rootfsPropagation"] = "private".into()),
+
+    fn path(&self) -> &std::path::Path {
+        self.0.path()
+    }
+}
+
+impl Drop for SharedMount {
+    fn drop(&mut self) {
+        berth_kernel_tests::harness::unmount_under(self.0.path());
+    }
+}
+
+/// Runs `bundle` with a script that prints the mountinfo line of `inside`, then waits up to
+/// `wait_tenths` tenths of a second for `inside/sub/ready` while the test mounts a tmpfs on
+/// the host at `host_sub` (what `inside/sub` is made from) and writes that file there.
+/// Returns the mountinfo line and whether the file was seen.
+fn propagation_seen_inside(
+    rt: &Runtime,
+    bundle: Bundle,
+    inside: &str,
+    host_sub: &std::path::Path,
+    wait_tenths: u32,
+) -> (String, bool) {
+    let script = format!(
+        "grep ' {inside} ' /proc/self/mountinfo; touch /tmp/up; i=0; \
+         while [ ! -e {inside}/sub/ready ] && [ $i -lt {wait_tenths} ]; do sleep 0.1; i=$((i+1)); done; \
+         cat {inside}/sub/ready 2>/dev/null || echo not-propagated"
     );
-    assert!(!out.contains("master:"), "{out}");
+    let bundle = add_mount(
+        bundle.edit(|s| s["process"]["args"] = json!(["sh", "-c", script])),
+        json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["size=1m"]}),
+    );
+    let id = unique("prop");
+    fs::create_dir_all(host_sub).unwrap();
+    let out = std::thread::scope(|scope| {
+        let run = scope.spawn(|| rt.run_ok(&id, &bundle));
+        // Once the container's program runs (its /tmp/up exists), mount on the host.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let state = rt.output(&["state", &id]);
+            let pid = serde_json::from_slice::<serde_json::Value>(&state.stdout)
+                .ok()
+                .and_then(|v| v["pid"].as_u64())
+                .unwrap_or(0);
+            if pid > 0 && std::path::Path::new(&format!("/proc/{pid}/root/tmp/up")).exists() {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "container {id} never ran"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        rustix::mount::mount(
+            "tmpfs",
+            host_sub,
+            "tmpfs",
+            rustix::mount::MountFlags::empty(),
+            c"size=1m",
+        )
+        .unwrap();
+        fs::write(host_sub.join("ready"), "propagated\n").unwrap();
+        let out = run.join().unwrap();
+        rustix::mount::unmount(host_sub, rustix::mount::UnmountFlags::DETACH).unwrap();
+        out
+    });
+    let line = out.lines().next().unwrap_or_default().to_string();
+    (
+        line,
+        out.contains("propagated") && !out.contains("not-propagated"),
+    )
+}
+
+#[test]
+fn rootfs_propagation_defaults_to_rslave_and_private_cuts_the_host_off() {
+    let rt = Runtime::new();
+    // A rootfs that is a shared mount on the host: the container's / is its slave by default
+    // (rslave), so a mount made on the host later appears inside; private: it does not.
+    let rootfs = SharedMount::new(private_rootfs(
+        &["sh", "grep", "touch", "sleep", "cat"],
+        &["tmp", "sub"],
+    ));
+    let bundle = || {
+        Bundle::sh("true").edit(|s| {
+            s["root"]["path"] = json!(rootfs.path());
+            s["root"]["readonly"] = json!(false);
+        })
+    };
+    let sub = rootfs.path().join("sub");
+    let (line, seen) = propagation_seen_inside(&rt, bundle(), "/", &sub, 100);
+    assert!(
+        line.contains("master:") && !line.contains("shared:"),
+        "{line}"
+    );
+    assert!(
+        seen,
+        "a host mount below the rootfs did not reach the container: {line}"
+    );
+    let private = bundle().edit(|s| s["linux"]["rootfsPropagation"] = "private".into());
+    let (line, seen) = propagation_seen_inside(&rt, private, "/", &sub, 20);
+    assert!(
+        !line.contains("master:") && !line.contains("shared:"),
+        "{line}"
+    );
+    assert!(!seen, "{line}");
+}
+
+#[test]
+fn bind_propagation_options_take_effect() {
+    let rt = Runtime::new();
+    let host = SharedMount::new(tempfile::tempdir().unwrap());
+    let bind = |options: serde_json::Value| {
+        add_mount(
+            Bundle::sh("true"),
+            json!({"destination": "/mnt/vol", "type": "bind", "source": host.path(), "options": options}),
+        )
+    };
+    let sub = host.path().join("sub");
+    // rslave: receives from the host, sends nothing back.
+    let (line, seen) =
+        propagation_seen_inside(&rt, bind(json!(["rbind", "rslave"])), "/mnt/vol", &sub, 100);
+    assert!(
+        line.contains("master:") && !line.contains("shared:"),
+        "{line}"
+    );
+    assert!(seen, "{line}");
+    // rprivate (Docker's default for binds): cut off.
+    let (line, seen) = propagation_seen_inside(
+        &rt,
+        bind(json!(["rbind", "rprivate"])),
+        "/mnt/vol",
+        &sub,
+        20,
+    );
+    assert!(
+        !line.contains("master:") && !line.contains("shared:"),
+        "{line}"
+    );
+    assert!(!seen, "{line}");
+    // rshared: in a peer group with the host's mount, both ways.
+    let (line, seen) = propagation_seen_inside(
+        &rt,
+        bind(json!(["rbind", "rshared"])),
+        "/mnt/vol",
+        &sub,
+        100,
+    );
+    assert!(line.contains("shared:"), "{line}");
+    assert!(seen, "{line}");
 }
 
 #[test]

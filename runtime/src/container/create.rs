@@ -552,6 +552,11 @@ fn create(rt: &Runtime, id: &str, opts: &CreateOptions, launch: Launch) -> Resul
     }
     fs::remove_file(dir.join(CREATING)).at("remove", dir.join(CREATING))?;
     trace::mark("create: init ready");
+    log::debug!(
+        "container {}: created, init pid {init_pid}, bundle {}",
+        record.id,
+        record.bundle.display()
+    );
     if let Some(path) = &opts.pid_file {
         write_pid_file(path, init_pid)?;
     }

@@ -55,6 +55,7 @@ impl Container {
         }
         remove_state_dir(&self.dir)?;
         trace::mark("delete: done");
+        log::debug!("container {}: deleted ({status})", self.id());
         Ok(())
     }
 

@@ -8,6 +8,11 @@ use crate::state::Status;
 impl Container {
     pub fn kill(&self, signal: i32, all: bool) -> Result<()> {
         let status = self.status();
+        log::debug!(
+            "container {}: signal {signal} to {} ({status})",
+            self.id(),
+            if all { "every process" } else { "the init" }
+        );
         if all {
             // Also for a stopped container: without a pid namespace, its other processes
             // outlive the init, and this is how callers clean them up.

@@ -77,6 +77,7 @@ impl Container {
             }
         }
         std::fs::remove_file(&path).at("remove", &path)?;
+        log::debug!("container {}: started (init pid {})", self.id(), self.pid());
         self.after_start();
         Ok(())
     }

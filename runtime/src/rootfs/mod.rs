@@ -91,7 +91,9 @@ pub(crate) fn prepare(s: &RootfsSetup<'_>) -> Result<()> {
     let propagation = root_propagation(s.spec)?;
     sys::mount(None, c"/", None, propagation, None).op(|| "set propagation of /".to_string())?;
     let rootfs_c = mounts::cstring(s.rootfs)?;
-    if propagation & libc::MS_SHARED != 0 {
+    // pivot_root refuses a new root whose parent mount is shared: so it is after rshared,
+    // and may still be after a propagation that left the mounts below / as they were.
+    if propagation & libc::MS_SHARED != 0 || propagation & libc::MS_REC == 0 {
         make_parent_private(s.rootfs)?;
     }
     // pivot_root needs the new root to be a mount point.

@@ -43,6 +43,7 @@ pub(crate) fn pivot_root(rootfs: &Path) -> Result<()> {
         .op(|| "make the old root a slave".to_string())?;
     sys::umount2(c".", libc::MNT_DETACH).op(|| "detach the old root".to_string())?;
     rustix::process::chdir("/").at("chdir", "/")?;
+    log::debug!("rootfs {}: pivot_root, old root detached", rootfs.display());
     Ok(())
 }
 
@@ -55,6 +56,10 @@ pub(crate) fn move_root(rootfs: &Path) -> Result<()> {
     sys::mount(Some(&src), c"/", None, libc::MS_MOVE, None).at("move mount onto /", rootfs)?;
     rustix::process::chroot(".").at("chroot", rootfs)?;
     rustix::process::chdir("/").at("chdir", "/")?;
+    log::debug!(
+        "rootfs {}: moved onto / and chrooted (no pivot_root)",
+        rootfs.display()
+    );
     Ok(())
 }
 
