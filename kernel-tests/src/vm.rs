@@ -322,6 +322,21 @@ pub struct VmRun {
 }
 
 const INIT: &str = r#"#!/bin/busybox sh
+# /berth-early, when the initramfs has one, runs first, from the initramfs itself (what a host
+# without a root filesystem looks like), with /proc, /sys, /dev, cgroup2 and /tmp mounted for
+# it and unmounted after.
+if [ ! -e /.switched ] && [ -e /berth-early ]; then
+  for d in /proc /sys /dev /tmp; do /bin/busybox mkdir -p $d; done
+  /bin/busybox mount -t proc proc /proc
+  /bin/busybox mount -t sysfs sysfs /sys
+  /bin/busybox mount -t devtmpfs devtmpfs /dev
+  /bin/busybox mount -t cgroup2 cgroup2 /sys/fs/cgroup
+  /bin/busybox mount -t tmpfs tmpfs /tmp
+  echo BERTH-EARLY-BEGIN
+  BERTH_IN_VM=1 /bin/busybox sh /berth-early
+  echo "BERTH-EARLY-EXIT $?"
+  for d in /tmp /sys/fs/cgroup /dev /sys /proc; do /bin/busybox umount -l $d; done
+fi
 # The initramfs cannot be pivot_root'ed away from, which runtimes do: move to a tmpfs first.
 if [ ! -e /.switched ]; then
   /bin/busybox mkdir -p /newroot
