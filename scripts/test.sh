@@ -55,4 +55,6 @@ command -v cargo-fuzz >/dev/null || cargo install --quiet --locked cargo-fuzz
 (cd drivers/storage && cargo +nightly fuzz run apply -- -runs=20000 -max_total_time=30 2>&1 | tail -n 3)
 mkdir -p daemon-lite/fuzz/corpus/request
 (cd daemon-lite && cargo +nightly fuzz run request fuzz/corpus/request fuzz/seeds/request -- -runs=20000 -max_total_time=30 2>&1 | tail -n 3)
+# The benchmarks are not run here (they are measurements, not tests) but must keep compiling.
+cargo check --workspace --benches --quiet
 cargo test --workspace 2>&1
