@@ -1,5 +1,5 @@
 //! Storage drivers: `prepare` + mount of a container's rootfs on a 5-layer and a 100-layer
-//! image, per driver; and apply of a Debian minbase layer (debootstrap, cached by
+//! image, per driver (erofs: overlay over EROFS layer images); and apply of a Debian minbase layer (debootstrap, cached by
 //! `berth-fixtures --minbase`) per driver and compression, beside `tar -x` of the same bytes,
 //! all as whole commands (`berth-layer apply …` vs `tar -x …`) in the same run.
 //! Needs root; btrfs runs on a loop filesystem made here.
@@ -8,23 +8,33 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use berth_kernel_tests::layers::LayerTar;
 use berth_kernel_tests::scratch_fs::ScratchFs;
-use berth_storage::{Btrfs, EXTRACT_PREFIX, Labels, Overlay, Snapshotter, Vfs, mount};
+use berth_storage::{Btrfs, Erofs, Labels, Overlay, Snapshotter, Vfs, layer, mount};
 use criterion::{Criterion, criterion_group, criterion_main};
 
-/// A chain of `n` committed layers, each with a few small files.
+/// A chain of `n` committed layers, each with a few small files, applied as layers are (so
+/// the erofs driver's are images).
 fn image(s: &dyn Snapshotter, n: usize) -> String {
     let mut parent: Option<String> = None;
     for i in 0..n {
         let name = format!("img{n}-l{i}");
-        let key = format!("{EXTRACT_PREFIX}{name}");
-        s.prepare(&key, parent.as_deref(), Labels::new()).unwrap();
-        let dir = s.apply_target(&key).unwrap().dir;
-        std::fs::create_dir_all(dir.join(format!("usr/lib/l{i}"))).unwrap();
+        let mut tar = LayerTar::new();
+        tar.dir("usr/")
+            .dir("usr/lib/")
+            .dir(&format!("usr/lib/l{i}/"));
         for f in 0..4 {
-            std::fs::write(dir.join(format!("usr/lib/l{i}/f{f}")), [i as u8; 512]).unwrap();
+            tar.file(&format!("usr/lib/l{i}/f{f}"), &[i as u8; 512]);
         }
-        s.commit(&name, &key, Labels::new()).unwrap();
+        layer::apply_layer(
+            s,
+            &name,
+            parent.as_deref(),
+            &tar.finish()[..],
+            &layer::ApplyOptions::default(),
+            Labels::new(),
+        )
+        .unwrap();
         parent = Some(name);
     }
     parent.unwrap()
@@ -32,9 +42,14 @@ fn image(s: &dyn Snapshotter, n: usize) -> String {
 
 fn prepare_and_mount(c: &mut Criterion) {
     let btrfs_fs = ScratchFs::btrfs(1024);
-    let roots = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let roots = [
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    ];
     let drivers: Vec<Box<dyn Snapshotter>> = vec![
         Box::new(Overlay::open(roots[0].path()).unwrap()),
+        Box::new(Erofs::open(roots[2].path()).unwrap()),
         Box::new(Btrfs::open(&btrfs_fs.path().join("root")).unwrap()),
         Box::new(Vfs::open(roots[1].path()).unwrap()),
     ];
@@ -64,6 +79,9 @@ fn prepare_and_mount(c: &mut Criterion) {
         }
     }
     g.finish();
+    drop(drivers);
+    // The erofs driver keeps its layers mounted.
+    berth_kernel_tests::harness::unmount_under(roots[2].path());
 }
 
 fn run(cmd: &mut Command) {
@@ -79,9 +97,14 @@ fn apply_minbase(c: &mut Criterion) {
     let layer = berth_kernel_tests::fixtures::minbase_layer().expect("minbase layer");
     let tool = berth_kernel_tests::harness::workspace_binary("berth-layer");
     let btrfs_fs = ScratchFs::btrfs(2048);
-    let roots = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let roots = [
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    ];
     let drivers: Vec<(&str, PathBuf)> = vec![
         ("overlay2", roots[0].path().to_path_buf()),
+        ("erofs", roots[2].path().to_path_buf()),
         ("btrfs", btrfs_fs.path().join("root")),
         ("vfs", roots[1].path().to_path_buf()),
     ];

@@ -21,7 +21,8 @@ pub struct Config {
     pub exec_root: PathBuf,
     /// The API socket.
     pub socket: PathBuf,
-    /// overlay2, btrfs, vfs (devicemapper needs a mount path the daemon does not take yet).
+    /// overlay2, erofs, btrfs, vfs (devicemapper needs a mount path the daemon does not take
+    /// yet).
     pub storage_driver: String,
     /// The `berth-monitor` binary.
     pub monitor: PathBuf,

@@ -1,13 +1,13 @@
 //! The storage drivers the storage tests run against, each on a root of its own.
 //!
 //! `BERTH_TEST_STORAGE_DRIVERS` (comma-separated) names them; by default every driver this
-//! host can run: vfs, overlay2, btrfs (on a loop filesystem) and devicemapper where the kernel
-//! has device-mapper. This host has none, so `vm_devicemapper` runs the same tests with
+//! host can run: vfs, overlay2, erofs, btrfs (on a loop filesystem) and devicemapper where the
+//! kernel has device-mapper. This host has none, so `vm_devicemapper` runs the same tests with
 //! `BERTH_TEST_STORAGE_DRIVERS=devicemapper` inside the VM harness.
 
 use std::path::{Path, PathBuf};
 
-use berth_storage::{Btrfs, DeviceMapper, DeviceMapperConfig, Overlay, Snapshotter, Vfs};
+use berth_storage::{Btrfs, DeviceMapper, DeviceMapperConfig, Erofs, Overlay, Snapshotter, Vfs};
 
 use crate::scratch_fs::ScratchFs;
 
@@ -39,7 +39,9 @@ pub fn names() -> Vec<String> {
     match std::env::var("BERTH_TEST_STORAGE_DRIVERS") {
         Ok(list) => list.split(',').map(|s| s.trim().to_string()).collect(),
         Err(_) => {
-            let mut all: Vec<String> = ["vfs", "overlay2", "btrfs"].map(String::from).to_vec();
+            let mut all: Vec<String> = ["vfs", "overlay2", "erofs", "btrfs"]
+                .map(String::from)
+                .to_vec();
             if has_device_mapper() {
                 all.push("devicemapper".into());
             }
@@ -61,6 +63,7 @@ pub fn open(name: &str) -> TestDriver {
     let snapshotter: Box<dyn Snapshotter> = match name {
         "vfs" => Box::new(Vfs::open(path).unwrap()),
         "overlay2" => Box::new(Overlay::open(path).unwrap()),
+        "erofs" => Box::new(Erofs::open(path).unwrap()),
         "btrfs" => Box::new(Btrfs::open(path).unwrap()),
         "devicemapper" => Box::new(DeviceMapper::open_with(path, &devicemapper_config()).unwrap()),
         other => panic!("BERTH_TEST_STORAGE_DRIVERS: unknown driver {other:?}"),
@@ -70,6 +73,13 @@ pub fn open(name: &str) -> TestDriver {
         root: path.to_path_buf(),
         _root: root,
         _fs: fs,
+    }
+}
+
+impl Drop for TestDriver {
+    fn drop(&mut self) {
+        // What the driver keeps mounted below its root (erofs layers), or a failed test left.
+        crate::harness::unmount_under(&self.root);
     }
 }
 

@@ -981,3 +981,63 @@ fn containers_go_below_the_daemons_cgroup_parent_or_their_own() {
     assert!(r.stderr.contains("not allowed"), "{r:?}");
     assert_eq!(d.docker_ok(&["ps", "-aq"]), "");
 }
+
+/// Mount points of EROFS filesystems below `dir`.
+fn erofs_mounts_under(dir: &std::path::Path) -> usize {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(" - erofs "))
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|m| m.starts_with(dir.to_str().unwrap()))
+        .count()
+}
+
+#[test]
+fn the_erofs_driver_runs_exports_and_removes_images() {
+    let d = TestDaemon::start_with(Some("erofs"));
+    d.load_busybox();
+    assert_eq!(d.docker_ok(&["info", "-f", "{{.Driver}}"]).trim(), "erofs");
+    // busybox's layer is an EROFS image, mounted below the daemon's root.
+    assert_eq!(erofs_mounts_under(&d.root()), 1);
+    d.docker_ok(&[
+        "run",
+        "--name",
+        "maker",
+        "busybox",
+        "sh",
+        "-c",
+        "echo made > /made; rm /bin/true",
+    ]);
+    // The container's upper over the image: a new file and a deletion, in its export.
+    let out = tempfile::tempdir().unwrap();
+    let file = out.path().join("maker.tar");
+    d.docker_ok(&["export", "-o", file.to_str().unwrap(), "maker"]);
+    let listed = std::process::Command::new("tar")
+        .arg("-tf")
+        .arg(&file)
+        .output()
+        .unwrap();
+    let names = String::from_utf8_lossy(&listed.stdout);
+    let has = |n: &str| names.lines().any(|l| l.trim_start_matches("./") == n);
+    assert!(has("made") && has("bin/sh") && !has("bin/true"), "{names}");
+    // The image itself is unchanged.
+    assert_eq!(
+        d.docker_ok(&[
+            "run",
+            "--rm",
+            "busybox",
+            "sh",
+            "-c",
+            "test -e /bin/true && echo kept"
+        ]),
+        "kept\n"
+    );
+    d.docker_ok(&["rm", "maker"]);
+    d.docker_ok(&["rmi", "busybox"]);
+    assert_eq!(
+        erofs_mounts_under(&d.root()),
+        0,
+        "removed images leave no mounts"
+    );
+}

@@ -1,6 +1,6 @@
 //! The snapshotter contract on every driver (keys, parents, kinds, errors, walk order, usage,
-//! crash cleanup; the drivers are `berth_kernel_tests::storage`'s), overlay's depth (128 and 500 layers mount, 501 is a clear error) and
-//! btrfs's read-only commits.
+//! crash cleanup; the drivers are `berth_kernel_tests::storage`'s), overlay's depth (128 and
+//! 500 layers mount, 501 is a clear error), btrfs's read-only commits and erofs's layer images.
 
 use std::fs;
 use std::path::Path;
@@ -288,4 +288,121 @@ fn volatile_overlay_snapshots_survive_remounts_but_not_reboots() {
     bad.insert(berth_storage::OVERLAY_VOLATILE_LABEL.into(), "yes".into());
     assert!(s.prepare("ctr2", Some("base"), bad).is_err());
     assert!(s.stat("ctr2").is_err());
+}
+
+/// Mount points of EROFS filesystems below `root`.
+fn erofs_mounts_under(root: &Path) -> Vec<String> {
+    fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(" - erofs "))
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|m| m.starts_with(root.to_str().unwrap()))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn erofs_layers_are_images_mounted_again_on_demand() {
+    use berth_kernel_tests::layers::LayerTar;
+    use berth_storage::layer::{self, ApplyOptions};
+    let d = storage::open("erofs");
+    let s = d.snapshotter.as_ref();
+    let apply = |name: &str, parent: Option<&str>, tar: LayerTar| {
+        layer::apply_layer(
+            s,
+            name,
+            parent,
+            &tar.finish()[..],
+            &ApplyOptions::default(),
+            Labels::new(),
+        )
+        .unwrap();
+    };
+    let mut base = LayerTar::new();
+    base.dir("etc/")
+        .file("etc/hosts", b"127.0.0.1 localhost\n")
+        .file("etc/gone", b"hidden above\n")
+        .dir("var/")
+        .file("var/old", b"below an opaque directory\n")
+        .symlink("bin", "usr/bin")
+        .dir("usr/")
+        .dir("usr/bin/")
+        .file("usr/bin/tool", b"#!/bin/sh\n")
+        .hardlink("usr/bin/tool-again", "usr/bin/tool");
+    apply("base", None, base);
+    let mut top = LayerTar::new();
+    top.file("etc/.wh.gone", b"")
+        .dir("var/")
+        .file("var/.wh..wh..opq", b"")
+        .file("var/new", b"above\n")
+        .file("etc/motd", b"hello\n");
+    apply("top", Some("base"), top);
+
+    // Each applied layer is one image, mounted; its snapshot holds nothing else.
+    let mounted = erofs_mounts_under(&d.root);
+    assert_eq!(mounted.len(), 2, "{mounted:?}");
+    let images: Vec<_> = fs::read_dir(d.root.join("snapshots"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("layer.erofs").is_file())
+        .collect();
+    assert_eq!(images.len(), 2);
+    for dir in &images {
+        let names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            names.len(),
+            2,
+            "{names:?}: layer.erofs and its mount point only"
+        );
+    }
+
+    let check = |mounts: Vec<berth_storage::Mount>| {
+        let target = tempfile::tempdir().unwrap();
+        mount::mount(&mounts, target.path()).unwrap();
+        let t = target.path();
+        let read = |p: &str| fs::read_to_string(t.join(p)).ok();
+        assert_eq!(read("etc/hosts").as_deref(), Some("127.0.0.1 localhost\n"));
+        assert_eq!(read("etc/motd").as_deref(), Some("hello\n"));
+        assert_eq!(read("etc/gone"), None, "the whiteout hides it");
+        assert_eq!(read("var/old"), None, "the opaque directory hides it");
+        assert_eq!(read("var/new").as_deref(), Some("above\n"));
+        assert_eq!(read("bin/tool").as_deref(), Some("#!/bin/sh\n"));
+        let a = fs::metadata(t.join("usr/bin/tool")).unwrap();
+        let b = fs::metadata(t.join("usr/bin/tool-again")).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!((a.ino(), a.nlink()), (b.ino(), 2), "one inode, two names");
+        // The container writes above the images.
+        fs::write(t.join("etc/hosts"), "changed\n").unwrap();
+        mount::unmount(t).unwrap();
+    };
+    check(s.prepare("ctr", Some("top"), Labels::new()).unwrap());
+
+    // A reboot (or a daemon in another mount namespace): the images are not mounted, and the
+    // mounts of a snapshot bring them back.
+    for m in erofs_mounts_under(&d.root) {
+        rustix::mount::unmount(m.as_str(), rustix::mount::UnmountFlags::DETACH).unwrap();
+    }
+    assert!(erofs_mounts_under(&d.root).is_empty());
+    let reopened = berth_storage::Erofs::open(&d.root).unwrap();
+    let mounts = reopened.mounts("ctr").unwrap();
+    assert_eq!(erofs_mounts_under(&d.root).len(), 2);
+    let target = tempfile::tempdir().unwrap();
+    mount::mount(&mounts, target.path()).unwrap();
+    assert_eq!(
+        fs::read_to_string(target.path().join("etc/hosts")).unwrap(),
+        "changed\n",
+        "the container's upper kept its write"
+    );
+    mount::unmount(target.path()).unwrap();
+
+    // Removing the layers unmounts them.
+    for key in ["ctr", "top", "base"] {
+        reopened.remove(key).unwrap();
+    }
+    assert!(erofs_mounts_under(&d.root).is_empty());
+    assert_eq!(fs::read_dir(d.root.join("snapshots")).unwrap().count(), 0);
 }

@@ -333,6 +333,7 @@ pub async fn put(
             let target = berth_storage::ApplyTarget {
                 dir: fd_path(&dir),
                 whiteouts: berth_storage::Whiteouts::Delete,
+                image: None,
             };
             let input = File::open(&spool2)?;
             berth_storage::layer::apply(

@@ -20,7 +20,7 @@ struct Args {
     /// Where to listen: unix:///path (TCP needs TLS, which berthd does not offer yet).
     #[arg(short = 'H', long = "host")]
     host: Option<String>,
-    /// overlay2, btrfs or vfs (default: overlay2 where the root supports it).
+    /// overlay2, erofs, btrfs or vfs (default: overlay2 where the root supports it).
     #[arg(short = 's', long = "storage-driver")]
     storage_driver: Option<String>,
     /// The group that may use the socket (default: `berth` if it exists, else root only).

@@ -34,17 +34,18 @@ fn make_dir(dir: &Path) -> Result<()> {
     fs::create_dir(dir).at("mkdir", dir)
 }
 
-/// The driver named `name` (`overlay2`, `btrfs`, `devicemapper`, `vfs`) on `root`, with its
+/// The driver named `name` (`overlay2`, `erofs`, `btrfs`, `devicemapper`, `vfs`) on `root`, with its
 /// defaults: how an engine picks its driver from configuration.
 pub fn open(name: &str, root: &Path) -> Result<Box<dyn Snapshotter>> {
     Ok(match name {
         "overlay2" => Box::new(Overlay::open(root)?),
+        "erofs" => Box::new(Erofs::open(root)?),
         "btrfs" => Box::new(Btrfs::open(root)?),
         "devicemapper" => Box::new(DeviceMapper::open(root)?),
         "vfs" => Box::new(Vfs::open(root)?),
         other => {
             return Err(Error::Unsupported(format!(
-                "unknown storage driver {other:?} (overlay2, btrfs, devicemapper, vfs)"
+                "unknown storage driver {other:?} (overlay2, erofs, btrfs, devicemapper, vfs)"
             )));
         }
     })
@@ -206,6 +207,136 @@ impl Backend for Overlay {
 
     fn max_parents(&self) -> Option<usize> {
         Some(OVERLAY_MAX_LAYERS)
+    }
+}
+
+/// overlayfs over EROFS layers: a layer applied into a fresh snapshot becomes one EROFS image
+/// that indexes the layer's own tar (`layer.erofs`; no file is created per entry), mounted
+/// read-only (file-backed, no loop device) on the snapshot's tree and stacked as an overlay
+/// lower like overlay2's directories. Containers' uppers, and layers committed from them, are
+/// overlay2's directories. Mounts are remade on demand (after a reboot, in another mount
+/// namespace) before any mount spec names them.
+pub struct Erofs;
+
+impl Erofs {
+    pub fn open(root: &Path) -> Result<impl Snapshotter + use<>> {
+        let filesystems = fs::read_to_string("/proc/filesystems").unwrap_or_default();
+        for (fs_name, hint) in [("overlay", "modprobe overlay"), ("erofs", "modprobe erofs")] {
+            if !filesystems
+                .lines()
+                .any(|l| l.trim_end().ends_with(&format!("\t{fs_name}")))
+            {
+                return Err(Error::Unsupported(format!(
+                    "the erofs driver needs {fs_name} ({hint}; file-backed EROFS needs Linux 6.12)"
+                )));
+            }
+        }
+        Store::open(root, Erofs)
+    }
+}
+
+/// A layer's image in its snapshot directory.
+const LAYER_IMAGE: &str = "layer.erofs";
+const EROFS_SUPER_MAGIC: i64 = 0xE0F5_E1E2;
+
+fn erofs_mounted(tree: &Path) -> bool {
+    rustix::fs::statfs(tree).is_ok_and(|s| s.f_type == EROFS_SUPER_MAGIC)
+}
+
+/// Mounts snapshot `dir`'s image on its tree, if it has one that is not mounted yet.
+fn mount_layer_image(dir: &Path) -> Result<()> {
+    let image = dir.join(LAYER_IMAGE);
+    let tree = dir.join("fs");
+    if !image.exists() || erofs_mounted(&tree) {
+        return Ok(());
+    }
+    rustix::mount::mount(
+        &image,
+        &tree,
+        "erofs",
+        rustix::mount::MountFlags::RDONLY,
+        c"",
+    )
+    .at("mount (erofs)", &image)
+}
+
+impl Backend for Erofs {
+    fn name(&self) -> &'static str {
+        "erofs"
+    }
+
+    fn create(&self, dir: &Path, parent: Option<&Path>, kind: Kind) -> Result<()> {
+        Overlay.create(dir, parent, kind)
+    }
+
+    fn configure(&self, dir: &Path, labels: &Labels) -> Result<()> {
+        Overlay.configure(dir, labels)
+    }
+
+    fn before_mount(&self, dir: &Path) -> Result<()> {
+        Overlay.before_mount(dir)
+    }
+
+    fn is_stale(&self, dir: &Path) -> bool {
+        Overlay.is_stale(dir)
+    }
+
+    fn ready(&self, dirs: &[PathBuf]) -> Result<()> {
+        dirs.iter().try_for_each(|d| mount_layer_image(d))
+    }
+
+    fn image_target(&self, dir: &Path) -> Option<PathBuf> {
+        // Only a fresh snapshot: what is already in its upper would be lost under the image.
+        let empty = fs::read_dir(dir.join("fs")).is_ok_and(|mut d| d.next().is_none());
+        let image = dir.join(LAYER_IMAGE);
+        (empty && !image.exists()).then_some(image)
+    }
+
+    fn mounts(&self, dir: &Path, kind: Kind, parents: &[PathBuf]) -> Vec<Mount> {
+        Overlay.mounts(dir, kind, parents)
+    }
+
+    fn commit(&self, dir: &Path) -> Result<()> {
+        if dir.join(LAYER_IMAGE).exists() {
+            let work = dir.join("work");
+            if work.exists() {
+                fsutil::remove_tree(&work)?;
+            }
+            mount_layer_image(dir)?;
+        }
+        Ok(())
+    }
+
+    fn remove(&self, dir: &Path) -> Result<()> {
+        let tree = dir.join("fs");
+        if erofs_mounted(&tree) {
+            // Detached: an overlay still using it (a container's) keeps it until it goes.
+            rustix::mount::unmount(&tree, rustix::mount::UnmountFlags::DETACH)
+                .at("unmount", &tree)?;
+        }
+        fsutil::remove_tree(dir)
+    }
+
+    fn whiteouts(&self) -> Whiteouts {
+        Whiteouts::Overlay
+    }
+
+    fn max_parents(&self) -> Option<usize> {
+        Some(OVERLAY_MAX_LAYERS)
+    }
+
+    fn usage(&self, dir: &Path) -> Result<crate::snapshot::Usage> {
+        let image = dir.join(LAYER_IMAGE);
+        match fs::metadata(&image) {
+            Ok(m) => {
+                use std::os::unix::fs::MetadataExt;
+                Ok(crate::snapshot::Usage {
+                    size: m.blocks() * 512,
+                    inodes: 1,
+                })
+            }
+            Err(_) => fsutil::disk_usage(&dir.join("fs")),
+        }
     }
 }
 

@@ -1,7 +1,8 @@
-//! berth's storage drivers behind one [`Snapshotter`] trait: overlay2, btrfs, devicemapper
-//! and vfs, plus the layer code every driver shares: [`layer::apply`]
-//! (an OCI/Docker layer stream into a snapshot, digest-checked, extracted so that no entry can
-//! reach outside the snapshot) and [`layer::diff`] (a snapshot's changes as a layer).
+//! berth's storage drivers behind one [`Snapshotter`] trait: overlay2, erofs (overlay over
+//! EROFS layer images), btrfs, devicemapper and vfs, plus the layer code every driver shares:
+//! [`layer::apply`] (an OCI/Docker layer stream into a snapshot, digest-checked, extracted so
+//! that no entry can reach outside the snapshot) and [`layer::diff`] (a snapshot's changes as
+//! a layer).
 //!
 //! An engine pulling an image and starting a container:
 //!
@@ -36,7 +37,7 @@ mod snapshot;
 mod store;
 
 pub use devmapper::{DeviceMapper, DeviceMapperConfig, PoolSpace, pool_status};
-pub use drivers::{Btrfs, Overlay, Vfs, open};
+pub use drivers::{Btrfs, Erofs, Overlay, Vfs, open};
 pub use error::{Error, Result};
 pub use snapshot::{
     ApplyTarget, Changes, EXTRACT_PREFIX, Info, Kind, Labels, Mount, OVERLAY_VOLATILE_LABEL,

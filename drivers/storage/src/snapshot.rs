@@ -70,6 +70,9 @@ pub enum Whiteouts {
 pub struct ApplyTarget {
     pub dir: PathBuf,
     pub whiteouts: Whiteouts,
+    /// Instead of files in `dir`: an EROFS image to make here that indexes the layer's tar
+    /// (the `erofs` driver, for a fresh snapshot; whiteouts are then overlay's).
+    pub image: Option<PathBuf>,
 }
 
 /// Where a snapshot's changes are read from, to produce its layer.

@@ -51,6 +51,18 @@ pub(crate) trait Backend: Send + Sync {
     /// Mounts of snapshot `dir`; `parents` are the directories of its ancestors, nearest first.
     fn mounts(&self, dir: &Path, kind: Kind, parents: &[PathBuf]) -> Vec<Mount>;
 
+    /// Makes the trees of these snapshots readable where they need more than a directory
+    /// (the `erofs` driver mounts its layer images), before mounts name them.
+    fn ready(&self, _dirs: &[PathBuf]) -> Result<()> {
+        Ok(())
+    }
+
+    /// Where a fresh snapshot's layer goes as an image rather than as files, if the driver
+    /// keeps layers as images.
+    fn image_target(&self, _dir: &Path) -> Option<PathBuf> {
+        None
+    }
+
     /// Makes the tree immutable where the driver can.
     fn commit(&self, _dir: &Path) -> Result<()> {
         Ok(())
@@ -197,6 +209,7 @@ impl<B: Backend> Store<B> {
         let parents: Vec<PathBuf> = chain[1..].iter().map(|(_, r)| self.dir(r.id)).collect();
         let dir = self.dir(me.id);
         self.backend.before_mount(&dir)?;
+        self.backend.ready(&parents)?;
         Ok(self.backend.mounts(&dir, me.kind, &parents))
     }
 
@@ -383,15 +396,17 @@ impl<B: Backend> Snapshotter for Store<B> {
         Ok(ApplyTarget {
             dir: self.backend.tree(&dir),
             whiteouts: self.backend.whiteouts(),
+            image: self.backend.image_target(&dir),
         })
     }
 
     fn changes(&self, key: &str) -> Result<Changes> {
         let records = self.meta.read()?;
         let chain = records.chain(key)?;
-        let parent = chain.get(1).map(|(_, r)| self.dir(r.id));
+        let dirs: Vec<PathBuf> = chain.iter().take(2).map(|(_, r)| self.dir(r.id)).collect();
+        self.backend.ready(&dirs)?;
         self.backend
-            .changes(&self.dir(chain[0].1.id), parent.as_deref())
+            .changes(&dirs[0], dirs.get(1).map(PathBuf::as_path))
     }
 }
 

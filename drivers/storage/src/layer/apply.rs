@@ -53,6 +53,23 @@ impl Default for ApplyOptions {
     }
 }
 
+impl ApplyOptions {
+    /// Whether a device node of the layer is made: `Ok(false)` when the policy leaves it out
+    /// (with a warning), an error when it refuses the layer.
+    pub(crate) fn admits_device(&self, path: &Path) -> io::Result<bool> {
+        match self.devices {
+            DevicePolicy::Create => Ok(true),
+            DevicePolicy::Skip => {
+                log::warn!("layer: device node {} left out", path.display());
+                Ok(false)
+            }
+            DevicePolicy::Refuse => Err(io::Error::other(
+                "device nodes are not allowed in this layer",
+            )),
+        }
+    }
+}
+
 const WHITEOUT_PREFIX: &str = ".wh.";
 const OPAQUE: &str = ".wh..wh..opq";
 const OVERLAY_OPAQUE_XATTR: &str = "trusted.overlay.opaque";
@@ -223,17 +240,8 @@ impl<'o> Writer<'o> {
                 }
             }
             EntryKind::CharDevice(major, minor) | EntryKind::BlockDevice(major, minor) => {
-                match self.opts.devices {
-                    DevicePolicy::Skip => {
-                        log::warn!("layer: device node {} left out", meta.path.display());
-                        return Ok(());
-                    }
-                    DevicePolicy::Refuse => {
-                        return Err(io::Error::other(
-                            "device nodes are not allowed in this layer",
-                        ));
-                    }
-                    DevicePolicy::Create => {}
+                if !self.opts.admits_device(&meta.path)? {
+                    return Ok(());
                 }
                 let kind = if matches!(meta.kind, EntryKind::CharDevice(..)) {
                     FileType::CharacterDevice

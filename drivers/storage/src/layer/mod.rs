@@ -8,9 +8,12 @@
 
 mod apply;
 mod diff;
+mod erofs;
 mod reader;
 
+use std::fs::File;
 use std::io::{self, BufReader, Read};
+use std::path::Path;
 use std::sync::mpsc;
 
 pub use apply::{ApplyOptions, DevicePolicy};
@@ -32,9 +35,10 @@ pub struct Applied {
 }
 
 /// Applies the layer stream `input` (tar; gzip or zstd recognized by magic number) to the
-/// directory of `target`. Reads the stream to its end, so the digest covers every byte; a
-/// digest mismatch is an error after the fact, so apply into a snapshot you can throw away
-/// (see [`apply_layer`]).
+/// directory of `target`, or, when the target asks for an image, indexes it into a new EROFS
+/// image there (the tar itself is the image's data; see `erofs.rs`). Reads the stream to its
+/// end, so the digest covers every byte; a digest mismatch is an error after the fact, so
+/// apply into a snapshot you can throw away (see [`apply_layer`]).
 ///
 /// Reading, hashing and decompressing run on a thread of their own, feeding the thread that
 /// creates the files: the two overlap (on two cores a gzip layer applies in about the time the
@@ -44,7 +48,80 @@ pub fn apply(
     input: impl Read + Send,
     opts: &ApplyOptions,
 ) -> Result<Applied> {
+    if let Some(image) = &target.image {
+        return apply_image(image, input, opts);
+    }
     let mut writer = apply::Writer::open(&target.dir, target.whiteouts, opts)?;
+    let streamed = stream(input, None, |meta, data| writer.entry(meta, data))?;
+    writer.finish()?;
+    streamed.applied(opts)
+}
+
+/// The layer as an EROFS image at `image` (made here; removed again on an error).
+fn apply_image(image: &Path, input: impl Read + Send, opts: &ApplyOptions) -> Result<Applied> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(image)
+        .map_err(|e| Error::Path {
+            op: "create",
+            path: image.to_path_buf(),
+            source: e,
+        })?;
+    let mut index = erofs::IndexBuilder::new(opts);
+    let result = stream(input, Some(&file), |meta, data| {
+        index.entry(meta, data.raw_file_position())
+    })
+    .and_then(|streamed| {
+        index.finish(&file, streamed.tar_len)?;
+        streamed.applied(opts)
+    });
+    if result.is_err() {
+        let _ = std::fs::remove_file(image);
+    }
+    result
+}
+
+/// What reading a whole layer stream gave.
+struct Streamed {
+    compression: Compression,
+    digest: String,
+    diff_id: String,
+    entries: u64,
+    /// Bytes of the uncompressed tar.
+    tar_len: u64,
+}
+
+impl Streamed {
+    /// The result, once the blob's digest is the one expected.
+    fn applied(self, opts: &ApplyOptions) -> Result<Applied> {
+        if let Some(expected) = &opts.digest {
+            if expected != &self.digest {
+                return Err(Error::Digest {
+                    expected: expected.clone(),
+                    actual: self.digest,
+                });
+            }
+        }
+        Ok(Applied {
+            digest: self.digest,
+            diff_id: self.diff_id,
+            compression: self.compression,
+            entries: self.entries,
+        })
+    }
+}
+
+/// Reads the layer to its end on a producer thread (digest, decompression) and hands each
+/// entry to `each` on this one; the uncompressed tar is also written to `copy_to` (at
+/// [`erofs::TAR_OFFSET`]) when given.
+fn stream<'f>(
+    input: impl Read + Send,
+    copy_to: Option<&'f File>,
+    mut each: impl FnMut(&reader::EntryMeta, &mut tar::Entry<'_, &mut ChannelReader<'f>>) -> Result<()>,
+) -> Result<Streamed> {
     let (stream_result, produced) = std::thread::scope(|scope| {
         let (tx, rx) = mpsc::sync_channel(16);
         let producer = scope.spawn(move || produce(input, tx));
@@ -52,6 +129,8 @@ pub fn apply(
             rx,
             chunk: Vec::new(),
             pos: 0,
+            copy_to,
+            total: 0,
         };
         let result = (|| {
             let mut n = 0u64;
@@ -59,14 +138,14 @@ pub fn apply(
                 let mut archive = tar::Archive::new(&mut stream);
                 let mut entries = reader::TarEntries::new(&mut archive)?;
                 while let Some((meta, mut data)) = entries.next_entry()? {
-                    writer.entry(&meta, &mut data)?;
+                    each(&meta, &mut data)?;
                     n += 1;
                 }
             }
             // The end-of-archive blocks and padding count for the digests.
             io::copy(&mut stream, &mut io::sink())
                 .map_err(|e| Error::Layer(format!("read: {e}")))?;
-            Ok::<u64, Error>(n)
+            Ok::<(u64, u64), Error>((n, stream.total))
         })();
         // On an error the producer finds the channel closed and stops.
         drop(stream);
@@ -86,21 +165,13 @@ pub fn apply(
         }
         (Err(e), _) => return Err(e),
     };
-    let entries = stream_result?;
-    writer.finish()?;
-    if let Some(expected) = &opts.digest {
-        if expected != &digest {
-            return Err(Error::Digest {
-                expected: expected.clone(),
-                actual: digest,
-            });
-        }
-    }
-    Ok(Applied {
+    let (entries, tar_len) = stream_result?;
+    Ok(Streamed {
+        compression,
         digest,
         diff_id,
-        compression,
         entries,
+        tar_len,
     })
 }
 
@@ -148,18 +219,30 @@ fn produce(
     )))
 }
 
-/// The tar stream as it arrives from the producer thread.
-struct ChannelReader {
+/// The tar stream as it arrives from the producer thread (copied, chunk by chunk, into the
+/// layer image when there is one).
+struct ChannelReader<'f> {
     rx: mpsc::Receiver<io::Result<Vec<u8>>>,
     chunk: Vec<u8>,
     pos: usize,
+    copy_to: Option<&'f File>,
+    /// Bytes received so far.
+    total: u64,
 }
 
-impl Read for ChannelReader {
+impl Read for ChannelReader<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         while self.pos == self.chunk.len() {
             match self.rx.recv() {
                 Ok(Ok(chunk)) => {
+                    if let Some(file) = self.copy_to {
+                        use std::os::unix::fs::FileExt;
+                        file.write_all_at(&chunk, erofs::TAR_OFFSET + self.total)
+                            .map_err(|e| {
+                                io::Error::new(e.kind(), format!("writing the layer image: {e}"))
+                            })?;
+                    }
+                    self.total += chunk.len() as u64;
                     self.chunk = chunk;
                     self.pos = 0;
                 }
