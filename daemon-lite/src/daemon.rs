@@ -70,25 +70,42 @@ impl Config {
 }
 
 /// Turns IPv4 forwarding on where it is off (`--ip-forward`, on by default as dockerd's).
-/// Returns whether berth is the one that turned it on, in this boot (a marker in the exec root,
-/// which a reboot clears with the setting): then its table forwards container traffic only.
+/// Returns whether berth is the one that turned it on in this boot (a marker in the exec root
+/// holding the boot id, written before the setting so a crash between the two cannot leave
+/// forwarding on unguarded): then its table forwards container traffic only.
 fn ip_forward(config: &Config) -> bool {
     let marker = config.exec_root.join("ip-forward-enabled");
-    match berth_network::nat::enable_ip_forward() {
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|b| b.trim().to_string())
+        .unwrap_or_default();
+    match berth_network::nat::ip_forward() {
         Ok(true) => {
-            tracing::info!(
-                "IPv4 forwarding was off: turned on (net.ipv4.ip_forward=1); forwarded traffic \
-                 neither from nor to a container network is dropped (nftables table {})",
-                config.nft_table
-            );
-            if let Err(e) = std::fs::create_dir_all(&config.exec_root)
-                .and_then(|()| std::fs::write(&marker, b""))
-            {
-                tracing::warn!("{}: {e}", marker.display());
-            }
-            true
+            !boot.is_empty() && std::fs::read_to_string(&marker).is_ok_and(|m| m.trim() == boot)
         }
-        Ok(false) => marker.exists(),
+        Ok(false) => {
+            if let Err(e) = std::fs::create_dir_all(&config.exec_root)
+                .and_then(|()| std::fs::write(&marker, &boot))
+            {
+                tracing::warn!("{}: {e}; IPv4 forwarding left off", marker.display());
+                return false;
+            }
+            match berth_network::nat::enable_ip_forward() {
+                Ok(()) => {
+                    tracing::info!(
+                        "IPv4 forwarding was off: turned on (net.ipv4.ip_forward=1); forwarded \
+                         traffic neither from nor to a container network is dropped (nftables \
+                         table {})",
+                        config.nft_table
+                    );
+                    true
+                }
+                Err(e) => {
+                    let _ = std::fs::remove_file(&marker);
+                    tracing::warn!("{e}: containers on bridge networks cannot reach out");
+                    false
+                }
+            }
+        }
         Err(e) => {
             tracing::warn!("{e}: containers on bridge networks may not reach out");
             false

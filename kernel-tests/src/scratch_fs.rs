@@ -1,4 +1,4 @@
-//! Filesystems made for one test: btrfs on a loop file, a size-limited tmpfs. Unmounted (and
+//! Filesystems made for one test: btrfs or ext4 on a loop file, a size-limited tmpfs. Unmounted (and
 //! the loop device released) when dropped.
 
 use std::path::{Path, PathBuf};
@@ -33,6 +33,27 @@ impl ScratchFs {
         // mount -o loop sets the loop device to clear itself on unmount.
         run(Command::new("mount")
             .args(["-o", "loop", "-t", "btrfs"])
+            .arg(&image)
+            .arg(dir.path()));
+        ScratchFs {
+            dir,
+            image: Some(image),
+        }
+    }
+
+    /// ext4 on a sparse loop file of `mib` MiB: a small disk filesystem (the kernel mounts
+    /// EROFS images from files on one, not from tmpfs).
+    pub fn ext4(mib: u64) -> ScratchFs {
+        let dir = tempfile::Builder::new()
+            .prefix("berth-ext4-")
+            .tempdir()
+            .expect("tempdir");
+        let image = dir.path().with_extension("img");
+        let f = std::fs::File::create(&image).expect("create image");
+        f.set_len(mib << 20).expect("size image");
+        run(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&image));
+        run(Command::new("mount")
+            .args(["-o", "loop", "-t", "ext4"])
             .arg(&image)
             .arg(dir.path()));
         ScratchFs {

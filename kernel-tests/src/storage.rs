@@ -57,6 +57,11 @@ pub fn open(name: &str) -> TestDriver {
             let fs = ScratchFs::btrfs(256);
             (tempfile::tempdir_in(fs.path()).unwrap(), Some(fs))
         }
+        // Its images must be on a disk filesystem, whatever /tmp is.
+        "erofs" => {
+            let fs = ScratchFs::ext4(512);
+            (tempfile::tempdir_in(fs.path()).unwrap(), Some(fs))
+        }
         _ => (tempfile::tempdir().unwrap(), None),
     };
     let path = root.path();

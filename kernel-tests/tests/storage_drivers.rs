@@ -211,6 +211,12 @@ fn drivers_refuse_filesystems_they_cannot_use() {
     let not_btrfs = tempfile::tempdir().unwrap();
     let e = Btrfs::open(not_btrfs.path()).err().expect("btrfs on ext4");
     assert!(e.to_string().contains("is not on btrfs"), "{e}");
+    // EROFS images are mounted from files on disk filesystems only.
+    let tmpfs = ScratchFs::tmpfs(1024);
+    let e = berth_storage::Erofs::open(&tmpfs.path().join("erofs"))
+        .err()
+        .expect("erofs on tmpfs");
+    assert!(e.to_string().contains("disk filesystem"), "{e}");
 }
 
 #[test]

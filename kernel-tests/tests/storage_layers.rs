@@ -216,6 +216,19 @@ fn bad_layers_fail_and_leave_nothing() {
     let mut corrupt = good.clone();
     let mid = corrupt.len() / 2;
     corrupt[mid] ^= 0xff;
+    // A whiteout whose name is longer than any file name can be (PAX path).
+    let long_name = format!(".wh.{}", "x".repeat(600));
+    let mut long_whiteout = LayerTar::new();
+    long_whiteout.raw(
+        tar::EntryType::Regular,
+        b"placeholder",
+        b"",
+        b"",
+        0o644,
+        (0, 0),
+        &[("path", long_name.as_bytes())],
+    );
+    let long_whiteout = long_whiteout.finish();
     for d in drivers() {
         let s = d.snapshotter.as_ref();
         let cases: Vec<(&str, Vec<u8>, ApplyOptions)> = vec![
@@ -229,6 +242,11 @@ fn bad_layers_fail_and_leave_nothing() {
             ),
             ("truncated", truncated.clone(), ApplyOptions::default()),
             ("corrupt", corrupt.clone(), ApplyOptions::default()),
+            (
+                "long whiteout",
+                long_whiteout.clone(),
+                ApplyOptions::default(),
+            ),
         ];
         for (what, blob, opts) in cases {
             let e = layer::apply_layer(s, "l", None, blob.as_slice(), &opts, Labels::new())
@@ -248,25 +266,41 @@ fn bad_layers_fail_and_leave_nothing() {
 
 #[test]
 fn a_full_disk_is_an_error_and_leaves_nothing() {
-    let fs = ScratchFs::tmpfs(1024);
-    let s = Vfs::open(&fs.path().join("vfs")).unwrap();
-    let mut t = LayerTar::new();
-    t.file("huge", &vec![1u8; 4 << 20]);
-    let e = layer::apply_layer(
-        &s,
-        "l",
-        None,
-        t.finish().as_slice(),
-        &ApplyOptions::default(),
-        Labels::new(),
-    )
-    .unwrap_err();
-    assert!(e.to_string().contains("No space left"), "{e}");
-    assert!(no_snapshots(&s).is_empty());
-    let left: Vec<_> = fs::read_dir(fs.path().join("vfs/snapshots"))
-        .unwrap()
-        .collect();
-    assert!(left.is_empty(), "{left:?}");
+    // A 1 MiB tmpfs for vfs; a small ext4 for erofs (the kernel mounts its images from disk
+    // filesystems only), filled first.
+    let tmpfs = ScratchFs::tmpfs(1024);
+    let ext4 = ScratchFs::ext4(16);
+    let drivers: Vec<(&str, &Path, Box<dyn Snapshotter>)> = vec![
+        (
+            "vfs",
+            tmpfs.path(),
+            Box::new(Vfs::open(&tmpfs.path().join("vfs")).unwrap()),
+        ),
+        (
+            "erofs",
+            ext4.path(),
+            Box::new(berth_storage::Erofs::open(&ext4.path().join("erofs")).unwrap()),
+        ),
+    ];
+    for (name, fs, s) in &drivers {
+        let mut t = LayerTar::new();
+        t.file("huge", &vec![1u8; 32 << 20]);
+        let e = layer::apply_layer(
+            s.as_ref(),
+            "l",
+            None,
+            t.finish().as_slice(),
+            &ApplyOptions::default(),
+            Labels::new(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("No space left"), "{name}: {e}");
+        assert!(no_snapshots(s.as_ref()).is_empty());
+        let left: Vec<_> = fs::read_dir(fs.join(name).join("snapshots"))
+            .unwrap()
+            .collect();
+        assert!(left.is_empty(), "{name}: {left:?}");
+    }
 }
 
 /// A host directory that must stay empty, and a layer attacking it.

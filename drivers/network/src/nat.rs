@@ -27,16 +27,17 @@ use crate::error::{Error, Result};
 
 const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
 
-/// Turns IPv4 forwarding on if it is off (containers on a bridge reach out, and are reached
-/// from outside, through the host's routing; dockerd does the same unless `--ip-forward=false`).
-/// Returns whether it was off.
-pub fn enable_ip_forward() -> Result<bool> {
-    let failed = |e: std::io::Error| Error::Invalid(format!("{IP_FORWARD}: {e}"));
-    if std::fs::read_to_string(IP_FORWARD).map_err(failed)?.trim() != "0" {
-        return Ok(false);
-    }
-    std::fs::write(IP_FORWARD, "1").map_err(failed)?;
-    Ok(true)
+/// Whether the host forwards IPv4 (containers on a bridge reach out, and are reached from
+/// outside, through the host's routing).
+pub fn ip_forward() -> Result<bool> {
+    let text = std::fs::read_to_string(IP_FORWARD)
+        .map_err(|e| Error::Invalid(format!("{IP_FORWARD}: {e}")))?;
+    Ok(text.trim() != "0")
+}
+
+/// Turns IPv4 forwarding on (dockerd does too, unless `--ip-forward=false`).
+pub fn enable_ip_forward() -> Result<()> {
+    std::fs::write(IP_FORWARD, "1").map_err(|e| Error::Invalid(format!("{IP_FORWARD}: {e}")))
 }
 
 /// One published port, as the table keeps it.

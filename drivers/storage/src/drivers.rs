@@ -227,12 +227,68 @@ impl Erofs {
                 .any(|l| l.trim_end().ends_with(&format!("\t{fs_name}")))
             {
                 return Err(Error::Unsupported(format!(
-                    "the erofs driver needs {fs_name} ({hint}; file-backed EROFS needs Linux 6.12)"
+                    "the erofs driver needs {fs_name} ({hint})"
                 )));
             }
         }
-        Store::open(root, Erofs)
+        fs::create_dir_all(root).at("create", root)?;
+        const TMPFS_MAGIC: i64 = 0x0102_1994;
+        if rustix::fs::statfs(root).is_ok_and(|s| s.f_type == TMPFS_MAGIC) {
+            return Err(Error::Unsupported(format!(
+                "the erofs driver needs its root on a disk filesystem (ext4, xfs, btrfs): the \
+                 kernel does not mount EROFS images from tmpfs ({})",
+                root.display()
+            )));
+        }
+        let store = Store::open(root, Erofs)?;
+        probe(root).map_err(|e| {
+            Error::Unsupported(format!(
+                "the erofs driver needs file-backed EROFS mounts with xattrs (Linux 6.12, \
+                 CONFIG_EROFS_FS_BACKED_BY_FILE, CONFIG_EROFS_FS_XATTR): {e}"
+            ))
+        })?;
+        Ok(store)
     }
+}
+
+/// Mounts a tiny image whose root is opaque and reads that back: without file-backed mounts
+/// every commit would fail, and without xattrs deleted files would come back in containers.
+fn probe(root: &Path) -> Result<()> {
+    let image = root.join(".probe.erofs");
+    let target = root.join(".probe");
+    let clear = || {
+        if erofs_mounted(&target) {
+            let _ = rustix::mount::unmount(&target, rustix::mount::UnmountFlags::DETACH);
+        }
+        let _ = fs::remove_dir(&target);
+        let _ = fs::remove_file(&image);
+    };
+    clear();
+    let result = (|| {
+        let file = fs::File::create_new(&image).at("create", &image)?;
+        crate::layer::probe_image(&file)?;
+        drop(file);
+        make_dir(&target)?;
+        rustix::mount::mount(
+            &image,
+            &target,
+            "erofs",
+            rustix::mount::MountFlags::RDONLY,
+            c"",
+        )
+        .at("mount (erofs)", &image)?;
+        let mut value = [0u8; 8];
+        let n = rustix::fs::getxattr(&target, "trusted.overlay.opaque", &mut value)
+            .at("getxattr trusted.overlay.opaque", &target)?;
+        if &value[..n] != b"y" {
+            return Err(Error::Unsupported(
+                "the probe image's xattr reads back wrong".into(),
+            ));
+        }
+        Ok(())
+    })();
+    clear();
+    result
 }
 
 /// A layer's image in its snapshot directory.
@@ -243,11 +299,22 @@ fn erofs_mounted(tree: &Path) -> bool {
     rustix::fs::statfs(tree).is_ok_and(|s| s.f_type == EROFS_SUPER_MAGIC)
 }
 
-/// Mounts snapshot `dir`'s image on its tree, if it has one that is not mounted yet.
+/// Mounts snapshot `dir`'s image on its tree, if it has one that is not mounted yet. Checked
+/// and mounted under a lock on the image: two containers starting at once (threads, or
+/// processes sharing the root) must not stack two mounts.
 fn mount_layer_image(dir: &Path) -> Result<()> {
     let image = dir.join(LAYER_IMAGE);
     let tree = dir.join("fs");
-    if !image.exists() || erofs_mounted(&tree) {
+    if erofs_mounted(&tree) {
+        return Ok(());
+    }
+    let file = match fs::File::open(&image) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).at("open", &image),
+    };
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive).at("flock", &image)?;
+    if erofs_mounted(&tree) {
         return Ok(());
     }
     rustix::mount::mount(
@@ -298,6 +365,14 @@ impl Backend for Erofs {
 
     fn commit(&self, dir: &Path) -> Result<()> {
         if dir.join(LAYER_IMAGE).exists() {
+            // The image is mounted over the tree: anything written there would be hidden.
+            let tree = dir.join("fs");
+            if !erofs_mounted(&tree) && fs::read_dir(&tree).at("read", &tree)?.next().is_some() {
+                return Err(Error::Invalid {
+                    key: dir.display().to_string(),
+                    reason: "a snapshot holding a layer image has files of its own too".into(),
+                });
+            }
             let work = dir.join("work");
             if work.exists() {
                 fsutil::remove_tree(&work)?;
@@ -309,8 +384,12 @@ impl Backend for Erofs {
 
     fn remove(&self, dir: &Path) -> Result<()> {
         let tree = dir.join("fs");
-        if erofs_mounted(&tree) {
-            // Detached: an overlay still using it (a container's) keeps it until it goes.
+        // Detached: an overlay still using it (a container's) keeps it until it goes. Again
+        // while one is there (mounts stacked by an older berth or by hand).
+        for _ in 0..16 {
+            if !erofs_mounted(&tree) {
+                break;
+            }
             rustix::mount::unmount(&tree, rustix::mount::UnmountFlags::DETACH)
                 .at("unmount", &tree)?;
         }

@@ -396,7 +396,12 @@ impl<B: Backend> Snapshotter for Store<B> {
         Ok(ApplyTarget {
             dir: self.backend.tree(&dir),
             whiteouts: self.backend.whiteouts(),
-            image: self.backend.image_target(&dir),
+            // Images only for the scratch snapshots layers are applied into (`apply_layer`):
+            // anything else may be written to as a directory too.
+            image: key
+                .starts_with(EXTRACT_PREFIX)
+                .then(|| self.backend.image_target(&dir))
+                .flatten(),
         })
     }
 

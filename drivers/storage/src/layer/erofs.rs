@@ -40,6 +40,8 @@ const MAGIC: u32 = 0xE0F5_E1E2;
 const INODE_SIZE: u64 = 64;
 const DIRENT_SIZE: usize = 12;
 const NAME_MAX: usize = 255;
+/// PATH_MAX: a symlink target and its NUL.
+const SYMLINK_MAX: usize = 4096;
 /// Symlinks followed while resolving one path (the kernel's limit).
 const MAX_SYMLINKS: u32 = 40;
 
@@ -64,8 +66,18 @@ const XATTR_SECURITY: u8 = 6;
 const WHITEOUT_PREFIX: &[u8] = b".wh.";
 const OPAQUE: &[u8] = b".wh..wh..opq";
 
+/// Inline xattrs of one inode, at most this many bytes on disk (Linux's own limit for the
+/// whole list of one file's xattr names, and for one value).
+const MAX_XATTR_BYTES: usize = 64 * 1024;
+/// The index is built in memory: a layer whose index would be larger is refused (Debian's
+/// minbase, 6.5k entries, needs about 1.2 MiB).
+const MAX_INDEX_BYTES: usize = 1 << 30;
+
 type NodeId = usize;
 const ROOT: NodeId = 0;
+
+/// xattrs by (name index, name without its prefix): one value per name, the last given.
+type Xattrs = BTreeMap<(u8, Vec<u8>), Vec<u8>>;
 
 #[derive(Clone, Debug)]
 enum Body {
@@ -91,8 +103,7 @@ struct Node {
     gid: u32,
     mtime: i64,
     mtime_nsec: u32,
-    /// (name index, name without its prefix, value), in the order they came.
-    xattrs: Vec<(u8, Vec<u8>, Vec<u8>)>,
+    xattrs: Xattrs,
     body: Body,
 }
 
@@ -115,6 +126,8 @@ pub(crate) struct IndexBuilder<'o> {
     /// kept: the caller.
     own: (u32, u32),
     now: i64,
+    /// Bytes the index holds so far (names, targets, xattrs, inodes), for [`MAX_INDEX_BYTES`].
+    held: usize,
 }
 
 impl<'o> IndexBuilder<'o> {
@@ -132,7 +145,7 @@ impl<'o> IndexBuilder<'o> {
             gid: own.1,
             mtime: now,
             mtime_nsec: 0,
-            xattrs: Vec::new(),
+            xattrs: Xattrs::new(),
             body: Body::Dir(BTreeMap::new()),
         };
         IndexBuilder {
@@ -140,6 +153,7 @@ impl<'o> IndexBuilder<'o> {
             opts,
             own,
             now,
+            held: 0,
         }
     }
 
@@ -152,7 +166,11 @@ impl<'o> IndexBuilder<'o> {
     fn add(&mut self, meta: &EntryMeta, data_offset: u64) -> io::Result<()> {
         let path = meta.path.as_os_str().as_bytes();
         let name = meta.path.file_name().map(OsStr::as_bytes);
-        if let Some(hidden) = name.and_then(|n| n.strip_prefix(WHITEOUT_PREFIX)) {
+        // Whiteouts are UTF-8 names, as the directory writer reads them.
+        let whiteout = name
+            .filter(|n| std::str::from_utf8(n).is_ok())
+            .and_then(|n| n.strip_prefix(WHITEOUT_PREFIX));
+        if let Some(hidden) = whiteout {
             return self.whiteout(&meta.path, name.unwrap_or_default(), hidden, meta);
         }
         if path == b"." {
@@ -160,11 +178,11 @@ impl<'o> IndexBuilder<'o> {
                 return Err(io::Error::other("the layer root is not a directory"));
             }
             let (perm, uid, gid, xattrs) = self.attributes(meta)?;
+            self.set_xattrs(ROOT, xattrs)?;
             let root = &mut self.nodes[ROOT];
             root.perm = perm;
             (root.uid, root.gid) = (uid, gid);
             (root.mtime, root.mtime_nsec) = (meta.mtime, meta.mtime_nsec);
-            merge_xattrs(&mut root.xattrs, xattrs);
             return Ok(());
         }
         let (parent, leaf) = self.parent_of(&meta.path, true)?;
@@ -174,11 +192,11 @@ impl<'o> IndexBuilder<'o> {
                     if matches!(self.nodes[existing].body, Body::Dir(_)) {
                         // An existing directory keeps what it holds; its metadata is updated.
                         let (perm, uid, gid, xattrs) = self.attributes(meta)?;
+                        self.set_xattrs(existing, xattrs)?;
                         let node = &mut self.nodes[existing];
                         node.perm = perm;
                         (node.uid, node.gid) = (uid, gid);
                         (node.mtime, node.mtime_nsec) = (meta.mtime, meta.mtime_nsec);
-                        merge_xattrs(&mut node.xattrs, xattrs);
                         return Ok(());
                     }
                 }
@@ -195,7 +213,18 @@ impl<'o> IndexBuilder<'o> {
                     size: meta.size,
                 }
             }
-            EntryKind::Symlink(target) => Body::Symlink(target.as_os_str().as_bytes().to_vec()),
+            EntryKind::Symlink(target) => {
+                let target = target.as_os_str().as_bytes();
+                // What symlink(2) takes: the target and its NUL within PATH_MAX.
+                if target.len() >= SYMLINK_MAX {
+                    return Err(io::Error::other(format!(
+                        "a symlink target of {} bytes (at most {})",
+                        target.len(),
+                        SYMLINK_MAX - 1
+                    )));
+                }
+                Body::Symlink(target.to_vec())
+            }
             EntryKind::Hardlink(target) => {
                 let (tparent, tleaf) = self.parent_of(target, false).map_err(|e| {
                     if e.kind() == io::ErrorKind::NotFound {
@@ -217,7 +246,7 @@ impl<'o> IndexBuilder<'o> {
                     )));
                 }
                 if target != &meta.path {
-                    self.link(parent, leaf, node);
+                    self.link(parent, leaf, node)?;
                 }
                 return Ok(());
             }
@@ -241,17 +270,23 @@ impl<'o> IndexBuilder<'o> {
             },
         };
         let (perm, uid, gid, xattrs) = self.attributes(meta)?;
+        // Symlinks are 0777 whatever the archive says, as symlink(2) makes them.
+        let perm = if matches!(body, Body::Symlink(_)) {
+            0o777
+        } else {
+            perm
+        };
         let id = self.push(Node {
             perm,
             uid,
             gid,
             mtime: meta.mtime,
             mtime_nsec: meta.mtime_nsec,
-            xattrs,
+            xattrs: Xattrs::new(),
             body,
-        });
-        self.link(parent, leaf, id);
-        Ok(())
+        })?;
+        self.set_xattrs(id, xattrs)?;
+        self.link(parent, leaf, id)
     }
 
     /// `.wh.<name>` hides `<name>` of the layers below (a 0/0 character device, as overlayfs
@@ -266,12 +301,9 @@ impl<'o> IndexBuilder<'o> {
         let dir = path.parent().unwrap_or(Path::new(""));
         if name == OPAQUE {
             let dir = self.resolve_dir(dir, true)?;
-            let node = &mut self.nodes[dir];
-            merge_xattrs(
-                &mut node.xattrs,
-                vec![(XATTR_TRUSTED, b"overlay.opaque".to_vec(), b"y".to_vec())],
-            );
-            return Ok(());
+            let opaque =
+                Xattrs::from([((XATTR_TRUSTED, b"overlay.opaque".to_vec()), b"y".to_vec())]);
+            return self.set_xattrs(dir, opaque);
         }
         if hidden.starts_with(WHITEOUT_PREFIX)
             || hidden.is_empty()
@@ -281,6 +313,7 @@ impl<'o> IndexBuilder<'o> {
             // aufs bookkeeping (.wh..wh.plnk …): nothing to do.
             return Ok(());
         }
+        check_name(hidden)?;
         let parent = self.resolve_dir(dir, true)?;
         let id = self.push(Node {
             perm: 0,
@@ -288,28 +321,23 @@ impl<'o> IndexBuilder<'o> {
             gid: self.own.1,
             mtime: meta.mtime,
             mtime_nsec: meta.mtime_nsec,
-            xattrs: Vec::new(),
+            xattrs: Xattrs::new(),
             body: Body::Special {
                 kind: S_IFCHR,
                 rdev: 0,
             },
-        });
-        self.link(parent, hidden.to_vec(), id);
-        Ok(())
+        })?;
+        self.link(parent, hidden.to_vec(), id)
     }
 
     /// Mode, owner and xattrs of an entry as this layer keeps them.
-    #[allow(clippy::type_complexity)]
-    fn attributes(
-        &self,
-        meta: &EntryMeta,
-    ) -> io::Result<(u32, u32, u32, Vec<(u8, Vec<u8>, Vec<u8>)>)> {
+    fn attributes(&self, meta: &EntryMeta) -> io::Result<(u32, u32, u32, Xattrs)> {
         let (uid, gid) = if self.opts.same_owner {
             (id(meta.uid)?, id(meta.gid)?)
         } else {
             self.own
         };
-        let mut xattrs = Vec::new();
+        let mut xattrs = Xattrs::new();
         for (name, value) in &meta.xattrs {
             if name.starts_with("trusted.overlay.") {
                 // overlayfs's own bookkeeping: a layer must not forge it (redirects, opaque).
@@ -323,14 +351,52 @@ impl<'o> IndexBuilder<'o> {
                     u16::MAX
                 )));
             }
-            xattrs.push((index, suffix.to_vec(), value.clone()));
+            // A name given twice: the last value, as the directory writer leaves it.
+            xattrs.insert((index, suffix.to_vec()), value.clone());
         }
         Ok((meta.mode & 0o7777, uid, gid, xattrs))
     }
 
-    fn push(&mut self, node: Node) -> NodeId {
+    fn push(&mut self, node: Node) -> io::Result<NodeId> {
+        // A symlink's target takes whole blocks of the index.
+        let target = match &node.body {
+            Body::Symlink(t) => t.len().next_multiple_of(BLOCK as usize),
+            _ => 0,
+        };
+        self.charge(INODE_SIZE as usize + target)?;
         self.nodes.push(node);
-        self.nodes.len() - 1
+        Ok(self.nodes.len() - 1)
+    }
+
+    /// Counts `bytes` against [`MAX_INDEX_BYTES`].
+    fn charge(&mut self, bytes: usize) -> io::Result<()> {
+        self.held += bytes;
+        if self.held > MAX_INDEX_BYTES {
+            return Err(io::Error::other(format!(
+                "the layer's EROFS index would be over {} MiB (use a driver that extracts it)",
+                MAX_INDEX_BYTES >> 20
+            )));
+        }
+        Ok(())
+    }
+
+    /// Sets `xattrs` on `node` (replacing values of the same names), within
+    /// [`MAX_XATTR_BYTES`].
+    fn set_xattrs(&mut self, node: NodeId, xattrs: Xattrs) -> io::Result<()> {
+        if xattrs.is_empty() {
+            return Ok(());
+        }
+        let added: usize = xattrs.iter().map(|((_, n), v)| 4 + n.len() + v.len()).sum();
+        self.charge(added)?;
+        let into = &mut self.nodes[node].xattrs;
+        into.extend(xattrs);
+        if xattr_body_len(into) > MAX_XATTR_BYTES {
+            return Err(io::Error::other(format!(
+                "xattrs of more than {} KiB on one entry",
+                MAX_XATTR_BYTES >> 10
+            )));
+        }
+        Ok(())
     }
 
     fn child(&self, dir: NodeId, name: &[u8]) -> Option<NodeId> {
@@ -342,10 +408,12 @@ impl<'o> IndexBuilder<'o> {
 
     /// Puts `node` under `name` in `dir`, replacing what was there (a replaced directory goes
     /// with everything it held; nodes nothing reaches are not written).
-    fn link(&mut self, dir: NodeId, name: Vec<u8>, node: NodeId) {
+    fn link(&mut self, dir: NodeId, name: Vec<u8>, node: NodeId) -> io::Result<()> {
+        self.charge(DIRENT_SIZE + name.len())?;
         if let Body::Dir(children) = &mut self.nodes[dir].body {
             children.insert(name, node);
         }
+        Ok(())
     }
 
     /// The directory holding `path` and the last component.
@@ -405,10 +473,10 @@ impl<'o> IndexBuilder<'o> {
                         gid: self.own.1,
                         mtime: self.now,
                         mtime_nsec: 0,
-                        xattrs: Vec::new(),
+                        xattrs: Xattrs::new(),
                         body: Body::Dir(BTreeMap::new()),
-                    });
-                    self.link(here, name.to_vec(), id);
+                    })?;
+                    self.link(here, name.to_vec(), id)?;
                     id
                 }
                 None => return Err(io::ErrorKind::NotFound.into()),
@@ -520,7 +588,7 @@ impl<'o> IndexBuilder<'o> {
                     entries.sort_by(|a, b| a.0.cmp(b.0));
                     start_block[id] = (data_start + data.len() as u64) / BLOCK;
                     let before = data.len();
-                    write_dir_blocks(&entries, &mut data);
+                    write_dir_blocks(&entries, &mut data)?;
                     size[id] = (data.len() - before) as u64;
                 }
                 Body::Symlink(target) => {
@@ -577,9 +645,22 @@ impl<'o> IndexBuilder<'o> {
     }
 }
 
+/// Writes to `image` (a new, empty file) the image of an empty layer whose root directory is
+/// opaque: what a driver mounts once to learn that the kernel mounts such images and reads
+/// their overlay xattrs.
+pub(crate) fn probe_image(image: &File) -> Result<()> {
+    let opts = ApplyOptions::default();
+    let mut index = IndexBuilder::new(&opts);
+    let opaque = Xattrs::from([((XATTR_TRUSTED, b"overlay.opaque".to_vec()), b"y".to_vec())]);
+    index
+        .set_xattrs(ROOT, opaque)
+        .map_err(|e| Error::Layer(format!("probe image: {e}")))?;
+    index.finish(image, 0).map(|_| ())
+}
+
 /// Directory entries (sorted) packed into 512-byte blocks: the dirents of a block first, then
 /// their names; the last block zero-padded.
-fn write_dir_blocks(entries: &[(&[u8], u64, u8)], out: &mut Vec<u8>) {
+fn write_dir_blocks(entries: &[(&[u8], u64, u8)], out: &mut Vec<u8>) -> io::Result<()> {
     let mut i = 0;
     while i < entries.len() {
         let mut used = 0;
@@ -588,6 +669,10 @@ fn write_dir_blocks(entries: &[(&[u8], u64, u8)], out: &mut Vec<u8>) {
         {
             used += DIRENT_SIZE + entries[i + n].0.len();
             n += 1;
+        }
+        if n == 0 {
+            // Names are checked on the way in (at most 255 bytes): never here.
+            return Err(io::Error::other("a directory entry does not fit a block"));
         }
         let block_start = out.len();
         out.resize(block_start + BLOCK as usize, 0);
@@ -603,16 +688,17 @@ fn write_dir_blocks(entries: &[(&[u8], u64, u8)], out: &mut Vec<u8>) {
         }
         i += n;
     }
+    Ok(())
 }
 
 /// The inline xattr body of an inode: a 12-byte header, then each entry (4-byte header, name
 /// suffix, value) padded to 4 bytes. Empty when there are none.
-fn xattr_body(xattrs: &[(u8, Vec<u8>, Vec<u8>)]) -> io::Result<Vec<u8>> {
+fn xattr_body(xattrs: &Xattrs) -> io::Result<Vec<u8>> {
     if xattrs.is_empty() {
         return Ok(Vec::new());
     }
     let mut out = vec![0u8; 12];
-    for (index, name, value) in xattrs {
+    for ((index, name), value) in xattrs {
         let start = out.len();
         out.resize(start + 4, 0);
         out[start] = name.len() as u8;
@@ -628,12 +714,15 @@ fn xattr_body(xattrs: &[(u8, Vec<u8>, Vec<u8>)]) -> io::Result<Vec<u8>> {
     Ok(out)
 }
 
-/// Replaces xattrs of the same name, keeps the others.
-fn merge_xattrs(into: &mut Vec<(u8, Vec<u8>, Vec<u8>)>, new: Vec<(u8, Vec<u8>, Vec<u8>)>) {
-    for x in new {
-        into.retain(|(i, n, _)| !(*i == x.0 && *n == x.1));
-        into.push(x);
+/// The size [`xattr_body`] gives.
+fn xattr_body_len(xattrs: &Xattrs) -> usize {
+    if xattrs.is_empty() {
+        return 0;
     }
+    12 + xattrs
+        .iter()
+        .map(|((_, n), v)| (4 + n.len() + v.len()).next_multiple_of(4))
+        .sum::<usize>()
 }
 
 /// The on-disk name index of an xattr and the rest of its name.
@@ -720,7 +809,7 @@ mod tests {
         let entries: Vec<(&[u8], u64, u8)> =
             vec![(b".", 0, 2), (b"..", 0, 2), (&long, 7, 1), (&long2, 9, 1)];
         let mut out = Vec::new();
-        write_dir_blocks(&entries, &mut out);
+        write_dir_blocks(&entries, &mut out).unwrap();
         // 12*3 + 1 + 2 + 250 = 289 fits; the second long name does not (289 + 12 + 250 > 512).
         assert_eq!(out.len(), 1024);
         assert_eq!(u16::from_le_bytes([out[8], out[9]]), 36);
@@ -750,7 +839,9 @@ mod tests {
         );
         assert!(xattr_index("system.other").is_err());
         assert!(xattr_index("weird").is_err());
-        let body = xattr_body(&[(XATTR_USER, b"ab".to_vec(), b"xyz".to_vec())]).unwrap();
+        let xattrs = Xattrs::from([((XATTR_USER, b"ab".to_vec()), b"xyz".to_vec())]);
+        let body = xattr_body(&xattrs).unwrap();
+        assert_eq!(xattr_body_len(&xattrs), body.len());
         // header 12 + entry 4 + "ab" + "xyz" = 21, padded to 24.
         assert_eq!(body.len(), 24);
         assert_eq!(body[12], 2);

@@ -18,6 +18,7 @@ use std::sync::mpsc;
 
 pub use apply::{ApplyOptions, DevicePolicy};
 pub use diff::diff;
+pub(crate) use erofs::probe_image;
 pub use reader::{Compression, EntryKind, MAX_EXTENSION, MAX_PATH, normalize};
 
 use crate::error::{Error, Result};
@@ -75,8 +76,11 @@ fn apply_image(image: &Path, input: impl Read + Send, opts: &ApplyOptions) -> Re
         index.entry(meta, data.raw_file_position())
     })
     .and_then(|streamed| {
-        index.finish(&file, streamed.tar_len)?;
-        streamed.applied(opts)
+        // The digest first: a blob other than the one asked for is not indexed at all.
+        let tar_len = streamed.tar_len;
+        let applied = streamed.applied(opts)?;
+        index.finish(&file, tar_len)?;
+        Ok(applied)
     });
     if result.is_err() {
         let _ = std::fs::remove_file(image);
