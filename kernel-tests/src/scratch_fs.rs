@@ -22,38 +22,29 @@ fn run(cmd: &mut Command) {
 impl ScratchFs {
     /// btrfs on a sparse loop file of `mib` MiB (mkfs.btrfs wants at least 114).
     pub fn btrfs(mib: u64) -> ScratchFs {
-        let dir = tempfile::Builder::new()
-            .prefix("berth-btrfs-")
-            .tempdir()
-            .expect("tempdir");
-        let image = dir.path().with_extension("img");
-        let f = std::fs::File::create(&image).expect("create image");
-        f.set_len(mib << 20).expect("size image");
-        run(Command::new("mkfs.btrfs").args(["-q", "-f"]).arg(&image));
-        // mount -o loop sets the loop device to clear itself on unmount.
-        run(Command::new("mount")
-            .args(["-o", "loop", "-t", "btrfs"])
-            .arg(&image)
-            .arg(dir.path()));
-        ScratchFs {
-            dir,
-            image: Some(image),
-        }
+        Self::on_loop_file("btrfs", &["-q", "-f"], mib)
     }
 
     /// ext4 on a sparse loop file of `mib` MiB: a small disk filesystem (the kernel mounts
     /// EROFS images from files on one, not from tmpfs).
     pub fn ext4(mib: u64) -> ScratchFs {
+        Self::on_loop_file("ext4", &["-q", "-F"], mib)
+    }
+
+    fn on_loop_file(fstype: &str, mkfs_args: &[&str], mib: u64) -> ScratchFs {
         let dir = tempfile::Builder::new()
-            .prefix("berth-ext4-")
+            .prefix(&format!("berth-{fstype}-"))
             .tempdir()
             .expect("tempdir");
         let image = dir.path().with_extension("img");
         let f = std::fs::File::create(&image).expect("create image");
         f.set_len(mib << 20).expect("size image");
-        run(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&image));
+        run(Command::new(format!("mkfs.{fstype}"))
+            .args(mkfs_args)
+            .arg(&image));
+        // mount -o loop sets the loop device to clear itself on unmount.
         run(Command::new("mount")
-            .args(["-o", "loop", "-t", "ext4"])
+            .args(["-o", "loop", "-t", fstype])
             .arg(&image)
             .arg(dir.path()));
         ScratchFs {

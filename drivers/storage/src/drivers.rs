@@ -269,14 +269,7 @@ fn probe(root: &Path) -> Result<()> {
         crate::layer::probe_image(&file)?;
         drop(file);
         make_dir(&target)?;
-        rustix::mount::mount(
-            &image,
-            &target,
-            "erofs",
-            rustix::mount::MountFlags::RDONLY,
-            c"",
-        )
-        .at("mount (erofs)", &image)?;
+        mount_image(&image, &target)?;
         let mut value = [0u8; 8];
         let n = rustix::fs::getxattr(&target, "trusted.overlay.opaque", &mut value)
             .at("getxattr trusted.overlay.opaque", &target)?;
@@ -317,14 +310,19 @@ fn mount_layer_image(dir: &Path) -> Result<()> {
     if erofs_mounted(&tree) {
         return Ok(());
     }
+    mount_image(&image, &tree)
+}
+
+/// An EROFS image file mounted read-only at `target` (file-backed: no loop device).
+fn mount_image(image: &Path, target: &Path) -> Result<()> {
     rustix::mount::mount(
-        &image,
-        &tree,
+        image,
+        target,
         "erofs",
         rustix::mount::MountFlags::RDONLY,
         c"",
     )
-    .at("mount (erofs)", &image)
+    .at("mount (erofs)", image)
 }
 
 impl Backend for Erofs {
