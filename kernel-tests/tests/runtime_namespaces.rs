@@ -244,22 +244,25 @@ fn joins_existing_namespaces_by_path() {
 }
 
 #[test]
-fn joins_cgroup_and_time_namespaces_by_path_and_refuses_a_shared_mount_namespace() {
-    // A time namespace is joined through the holder's time_for_children (unshare itself
-    // stays in ours).
+fn joins_mount_cgroup_and_time_namespaces_by_path() {
+    // The holder's mount namespace is private (unshare's default): the rootfs the runtime
+    // sets up inside it stays there. A time namespace is joined through the holder's
+    // time_for_children (unshare itself stays in ours).
     let holder = Holder::spawn(&["--mount", "--cgroup", "--time"], "mnt");
     let rt = Runtime::new();
     let kinds = [
+        ("mnt", "mount", "mnt"),
         ("cgroup", "cgroup", "cgroup"),
         ("time", "time", "time_for_children"),
     ];
-    let mut bundle = Bundle::sh("for n in cgroup time; do readlink /proc/self/ns/$n; done");
+    let mut bundle =
+        Bundle::sh("for n in mnt cgroup time; do readlink /proc/self/ns/$n; done; ls /bin/busybox");
     for (_, oci, entry) in kinds {
         bundle = without(bundle, oci);
         bundle = with_ns(bundle, json!({"type": oci, "path": holder.ns(entry)}));
     }
-    let out = rt.run_ok(&unique("joincg"), &bundle);
-    let want: Vec<String> = kinds
+    let out = rt.run_ok(&unique("joinmnt"), &bundle);
+    let mut want: Vec<String> = kinds
         .iter()
         .map(|(_, _, entry)| {
             fs::read_link(holder.ns(entry))
@@ -268,21 +271,21 @@ fn joins_cgroup_and_time_namespaces_by_path_and_refuses_a_shared_mount_namespace
                 .into_owned()
         })
         .collect();
-    assert_eq!(out.lines().collect::<Vec<_>>(), want);
-    for (kind, w) in ["cgroup", "time"].iter().zip(&want) {
+    for ((kind, _, _), w) in kinds.iter().zip(&want) {
         assert_ne!(w, &host_ns(kind), "{kind} is the host's");
     }
+    want.push("/bin/busybox".into());
+    assert_eq!(out.lines().collect::<Vec<_>>(), want, "{out}");
+    // Nothing of the container reached the host's mount table.
+    let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains("joinmnt"), "{mounts}");
 
-    // The rootfs is built in the container's own mount namespace: one of another process
-    // would get the container's mounts and pivot_root. Refused, naming the field.
-    let bundle = with_ns(
-        without(Bundle::sh("true"), "mount"),
-        json!({"type": "mount", "path": holder.ns("mnt")}),
-    );
-    let (code, _, err) = rt.run(&unique("joinmnt"), &bundle);
+    // No mount namespace at all (the host's) is refused, naming the field.
+    let bundle = without(Bundle::sh("true"), "mount");
+    let (code, _, err) = rt.run(&unique("nomnt"), &bundle);
     assert_ne!(code, 0);
     assert!(
-        err.contains("linux.namespaces") && err.contains("new mount namespace"),
+        err.contains("linux.namespaces") && err.contains("mount namespace of its own"),
         "{err}"
     );
     assert!(rt.leftover_cgroups().is_empty());

@@ -168,13 +168,15 @@ pub(crate) fn validate(spec: &Spec, plan: &NamespacePlan) -> Result<()> {
         }
     }
 
-    // The rootfs is set up in a mount namespace of the container's own; without one it could
-    // only be a chroot, which root inside can leave.
-    if !plan.creates(NamespaceKind::Mount) {
+    // The rootfs is set up in a mount namespace other than the host's: a new one, or one
+    // joined by path (whose processes then see the container's mounts and root, as with
+    // runc); without either it could only be a chroot in the host's, which root inside can
+    // leave.
+    if !plan.creates(NamespaceKind::Mount) && plan.joins(NamespaceKind::Mount).is_none() {
         return Err(Error::config(
             "config.json",
             "linux.namespaces",
-            "a container needs a new mount namespace (type \"mount\" without a path)",
+            "a container needs a mount namespace of its own (type \"mount\", new or by path)",
         ));
     }
     refuse_unimplemented(linux, process)?;
@@ -340,7 +342,7 @@ mod tests {
         let e = check(r#""linux":{"namespaces":[{"type":"pid"}]}"#)
             .unwrap_err()
             .to_string();
-        assert!(e.contains("new mount namespace"), "{e}");
+        assert!(e.contains("mount namespace of its own"), "{e}");
     }
 
     #[test]

@@ -1,7 +1,7 @@
-//! The container's root filesystem, set up inside its new mount namespace by its init:
-//! `prepare` (propagation, the rootfs as a mount point, every `mounts[]` entry, /dev) runs
-//! while the host's tree is still visible, `enter` makes the rootfs `/`, and `finalize`
-//! (masked and read-only paths, read-only root) runs from inside.
+//! The container's root filesystem, set up by its init inside its own mount namespace (new, or
+//! joined by path): `prepare` (propagation, the rootfs as a mount point, every `mounts[]`
+//! entry, /dev) runs while the host's tree is still visible, `enter` makes the rootfs `/`, and
+//! `finalize` (masked and read-only paths, read-only root) runs from inside.
 
 mod cgroupfs;
 mod devices;
