@@ -186,11 +186,7 @@ impl Daemon {
         if let Err(e) = berth_bpf::ports::ensure_bpffs(&bpffs) {
             tracing::warn!("{e}: the datapath and published ports will not outlive berthd");
         }
-        let guard_forwarding = if config.ip_forward {
-            ip_forward(&config)
-        } else {
-            false
-        };
+        let guard_forwarding = config.ip_forward && ip_forward(&config);
         let nat = match berth_network::nat::Nat::new(&config.nft_table).and_then(|n| {
             n.install(guard_forwarding)?;
             Ok(n)

@@ -30,6 +30,14 @@ fn whole_tree_mounts(dir: &Path, kind: Kind, parents: &[PathBuf]) -> Vec<Mount> 
     }
 }
 
+/// Whether the kernel knows filesystem type `name` (/proc/filesystems).
+fn has_filesystem(name: &str) -> bool {
+    fs::read_to_string("/proc/filesystems")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split_whitespace().last() == Some(name))
+}
+
 fn make_dir(dir: &Path) -> Result<()> {
     fs::create_dir(dir).at("mkdir", dir)
 }
@@ -96,11 +104,7 @@ pub struct Overlay;
 
 impl Overlay {
     pub fn open(root: &Path) -> Result<impl Snapshotter + use<>> {
-        let filesystems = fs::read_to_string("/proc/filesystems").unwrap_or_default();
-        if !filesystems
-            .lines()
-            .any(|l| l.trim_end().ends_with("\toverlay"))
-        {
+        if !has_filesystem("overlay") {
             return Err(Error::Unsupported(
                 "overlay2 needs overlayfs (modprobe overlay)".into(),
             ));
@@ -220,12 +224,8 @@ pub struct Erofs;
 
 impl Erofs {
     pub fn open(root: &Path) -> Result<impl Snapshotter + use<>> {
-        let filesystems = fs::read_to_string("/proc/filesystems").unwrap_or_default();
         for (fs_name, hint) in [("overlay", "modprobe overlay"), ("erofs", "modprobe erofs")] {
-            if !filesystems
-                .lines()
-                .any(|l| l.trim_end().ends_with(&format!("\t{fs_name}")))
-            {
+            if !has_filesystem(fs_name) {
                 return Err(Error::Unsupported(format!(
                     "the erofs driver needs {fs_name} ({hint})"
                 )));

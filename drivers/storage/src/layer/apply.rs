@@ -70,8 +70,8 @@ impl ApplyOptions {
     }
 }
 
-const WHITEOUT_PREFIX: &str = ".wh.";
-const OPAQUE: &str = ".wh..wh..opq";
+pub(super) const WHITEOUT_PREFIX: &str = ".wh.";
+pub(super) const OPAQUE: &str = ".wh..wh..opq";
 const OVERLAY_OPAQUE_XATTR: &str = "trusted.overlay.opaque";
 
 pub(crate) struct Writer<'o> {
@@ -495,7 +495,7 @@ fn clamp(p: &Path) -> PathBuf {
     out
 }
 
-fn id(v: u64) -> io::Result<u32> {
+pub(super) fn id(v: u64) -> io::Result<u32> {
     u32::try_from(v).map_err(|_| io::Error::other(format!("owner id {v} is out of range")))
 }
 

@@ -26,7 +26,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::{Component, Path};
 
-use super::apply::ApplyOptions;
+use super::apply::{ApplyOptions, OPAQUE, WHITEOUT_PREFIX, id};
 use super::reader::{EntryKind, EntryMeta};
 use crate::error::{Error, Result};
 
@@ -62,9 +62,6 @@ const XATTR_ACL_ACCESS: u8 = 2;
 const XATTR_ACL_DEFAULT: u8 = 3;
 const XATTR_TRUSTED: u8 = 4;
 const XATTR_SECURITY: u8 = 6;
-
-const WHITEOUT_PREFIX: &[u8] = b".wh.";
-const OPAQUE: &[u8] = b".wh..wh..opq";
 
 /// Inline xattrs of one inode, at most this many bytes on disk (Linux's own limit for the
 /// whole list of one file's xattr names, and for one value).
@@ -169,7 +166,7 @@ impl<'o> IndexBuilder<'o> {
         // Whiteouts are UTF-8 names, as the directory writer reads them.
         let whiteout = name
             .filter(|n| std::str::from_utf8(n).is_ok())
-            .and_then(|n| n.strip_prefix(WHITEOUT_PREFIX));
+            .and_then(|n| n.strip_prefix(WHITEOUT_PREFIX.as_bytes()));
         if let Some(hidden) = whiteout {
             return self.whiteout(&meta.path, name.unwrap_or_default(), hidden, meta);
         }
@@ -299,13 +296,13 @@ impl<'o> IndexBuilder<'o> {
         meta: &EntryMeta,
     ) -> io::Result<()> {
         let dir = path.parent().unwrap_or(Path::new(""));
-        if name == OPAQUE {
+        if name == OPAQUE.as_bytes() {
             let dir = self.resolve_dir(dir, true)?;
             let opaque =
                 Xattrs::from([((XATTR_TRUSTED, b"overlay.opaque".to_vec()), b"y".to_vec())]);
             return self.set_xattrs(dir, opaque);
         }
-        if hidden.starts_with(WHITEOUT_PREFIX)
+        if hidden.starts_with(WHITEOUT_PREFIX.as_bytes())
             || hidden.is_empty()
             || hidden == b"."
             || hidden == b".."
@@ -504,8 +501,8 @@ impl<'o> IndexBuilder<'o> {
     }
 
     /// Writes the metadata after a tar of `tar_len` bytes (already at [`TAR_OFFSET`] of
-    /// `image`) and the superblock. Returns the image's size.
-    pub fn finish(self, image: &File, tar_len: u64) -> Result<u64> {
+    /// `image`) and the superblock.
+    pub fn finish(self, image: &File, tar_len: u64) -> Result<()> {
         let meta_start = (TAR_OFFSET + tar_len).next_multiple_of(4096);
         let (bytes, blocks, inodes) = self
             .layout(meta_start)
@@ -520,8 +517,7 @@ impl<'o> IndexBuilder<'o> {
         put32(&mut sb, 36, blocks);
         put32(&mut sb, 40, (meta_start / BLOCK) as u32);
         sb[64..80].copy_from_slice(b"berth-layer\0\0\0\0\0");
-        image.write_all_at(&sb, SUPER_OFFSET).map_err(io_err)?;
-        Ok(u64::from(blocks) * BLOCK)
+        image.write_all_at(&sb, SUPER_OFFSET).map_err(io_err)
     }
 
     /// The metadata area starting at byte `meta_start` of the image: inodes first (the root at
@@ -655,7 +651,7 @@ pub(crate) fn probe_image(image: &File) -> Result<()> {
     index
         .set_xattrs(ROOT, opaque)
         .map_err(|e| Error::Layer(format!("probe image: {e}")))?;
-    index.finish(image, 0).map(|_| ())
+    index.finish(image, 0)
 }
 
 /// Directory entries (sorted) packed into 512-byte blocks: the dirents of a block first, then
@@ -763,10 +759,6 @@ fn not_in_layer(target: &Path) -> io::Error {
         "hardlink target {} is not in the layer",
         target.display()
     ))
-}
-
-fn id(v: u64) -> io::Result<u32> {
-    u32::try_from(v).map_err(|_| io::Error::other(format!("owner id {v} is out of range")))
 }
 
 /// The kernel's `new_encode_dev`.

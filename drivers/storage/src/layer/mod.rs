@@ -21,7 +21,7 @@ pub use diff::diff;
 pub(crate) use erofs::probe_image;
 pub use reader::{Compression, EntryKind, MAX_EXTENSION, MAX_PATH, normalize};
 
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Result};
 use crate::snapshot::{ApplyTarget, EXTRACT_PREFIX, Labels, Snapshotter};
 
 /// What an applied layer was.
@@ -66,11 +66,7 @@ fn apply_image(image: &Path, input: impl Read + Send, opts: &ApplyOptions) -> Re
         .create_new(true)
         .mode(0o600)
         .open(image)
-        .map_err(|e| Error::Path {
-            op: "create",
-            path: image.to_path_buf(),
-            source: e,
-        })?;
+        .at("create", image)?;
     let mut index = erofs::IndexBuilder::new(opts);
     let result = stream(input, Some(&file), |meta, data| {
         index.entry(meta, data.raw_file_position())
