@@ -378,6 +378,20 @@ pub fn mount_has_option(mountinfo: &str, mountpoint: &str, option: &str) -> bool
     })
 }
 
+/// Mount points below `dir` of filesystems of type `fstype`.
+pub fn mounts_under(dir: &Path, fstype: &str) -> Vec<String> {
+    let tag = format!(" - {fstype} ");
+    let base = dir.display().to_string();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(&tag))
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|m| m.starts_with(&base))
+        .map(str::to_string)
+        .collect()
+}
+
 /// Unmounts (lazily, deepest first) everything mounted under `dir`: what a daemon under test
 /// left when it was stopped or a test failed midway.
 pub fn unmount_under(dir: &Path) {

@@ -982,24 +982,14 @@ fn containers_go_below_the_daemons_cgroup_parent_or_their_own() {
     assert_eq!(d.docker_ok(&["ps", "-aq"]), "");
 }
 
-/// Mount points of EROFS filesystems below `dir`.
-fn erofs_mounts_under(dir: &std::path::Path) -> usize {
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .filter(|l| l.contains(" - erofs "))
-        .filter_map(|l| l.split(' ').nth(4))
-        .filter(|m| m.starts_with(dir.to_str().unwrap()))
-        .count()
-}
-
 #[test]
 fn the_erofs_driver_runs_exports_and_removes_images() {
+    use berth_kernel_tests::harness::mounts_under;
     let d = TestDaemon::start_with(Some("erofs"));
     d.load_busybox();
     assert_eq!(d.docker_ok(&["info", "-f", "{{.Driver}}"]).trim(), "erofs");
     // busybox's layer is an EROFS image, mounted below the daemon's root.
-    assert_eq!(erofs_mounts_under(&d.root()), 1);
+    assert_eq!(mounts_under(&d.root(), "erofs").len(), 1);
     d.docker_ok(&[
         "run",
         "--name",
@@ -1036,7 +1026,7 @@ fn the_erofs_driver_runs_exports_and_removes_images() {
     d.docker_ok(&["rm", "maker"]);
     d.docker_ok(&["rmi", "busybox"]);
     assert_eq!(
-        erofs_mounts_under(&d.root()),
+        mounts_under(&d.root(), "erofs").len(),
         0,
         "removed images leave no mounts"
     );

@@ -296,20 +296,9 @@ fn volatile_overlay_snapshots_survive_remounts_but_not_reboots() {
     assert!(s.stat("ctr2").is_err());
 }
 
-/// Mount points of EROFS filesystems below `root`.
-fn erofs_mounts_under(root: &Path) -> Vec<String> {
-    fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .filter(|l| l.contains(" - erofs "))
-        .filter_map(|l| l.split(' ').nth(4))
-        .filter(|m| m.starts_with(root.to_str().unwrap()))
-        .map(str::to_string)
-        .collect()
-}
-
 #[test]
 fn erofs_layers_are_images_mounted_again_on_demand() {
+    use berth_kernel_tests::harness::mounts_under;
     use berth_kernel_tests::layers::LayerTar;
     use berth_storage::layer::{self, ApplyOptions};
     let d = storage::open("erofs");
@@ -346,7 +335,7 @@ fn erofs_layers_are_images_mounted_again_on_demand() {
     apply("top", Some("base"), top);
 
     // Each applied layer is one image, mounted; its snapshot holds nothing else.
-    let mounted = erofs_mounts_under(&d.root);
+    let mounted = mounts_under(&d.root, "erofs");
     assert_eq!(mounted.len(), 2, "{mounted:?}");
     let images: Vec<_> = fs::read_dir(d.root.join("snapshots"))
         .unwrap()
@@ -389,13 +378,13 @@ fn erofs_layers_are_images_mounted_again_on_demand() {
 
     // A reboot (or a daemon in another mount namespace): the images are not mounted, and the
     // mounts of a snapshot bring them back.
-    for m in erofs_mounts_under(&d.root) {
+    for m in mounts_under(&d.root, "erofs") {
         rustix::mount::unmount(m.as_str(), rustix::mount::UnmountFlags::DETACH).unwrap();
     }
-    assert!(erofs_mounts_under(&d.root).is_empty());
+    assert!(mounts_under(&d.root, "erofs").is_empty());
     let reopened = berth_storage::Erofs::open(&d.root).unwrap();
     let mounts = reopened.mounts("ctr").unwrap();
-    assert_eq!(erofs_mounts_under(&d.root).len(), 2);
+    assert_eq!(mounts_under(&d.root, "erofs").len(), 2);
     let target = tempfile::tempdir().unwrap();
     mount::mount(&mounts, target.path()).unwrap();
     assert_eq!(
@@ -409,6 +398,6 @@ fn erofs_layers_are_images_mounted_again_on_demand() {
     for key in ["ctr", "top", "base"] {
         reopened.remove(key).unwrap();
     }
-    assert!(erofs_mounts_under(&d.root).is_empty());
+    assert!(mounts_under(&d.root, "erofs").is_empty());
     assert_eq!(fs::read_dir(d.root.join("snapshots")).unwrap().count(), 0);
 }
