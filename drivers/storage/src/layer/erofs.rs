@@ -529,8 +529,6 @@ impl<'o> IndexBuilder<'o> {
         let mut order = vec![ROOT];
         let mut names = vec![0u32; self.nodes.len()];
         let mut parent = vec![ROOT; self.nodes.len()];
-        let mut seen = vec![false; self.nodes.len()];
-        seen[ROOT] = true;
         names[ROOT] = 1;
         let mut i = 0;
         while i < order.len() {
@@ -538,12 +536,12 @@ impl<'o> IndexBuilder<'o> {
             i += 1;
             if let Body::Dir(children) = &self.nodes[dir].body {
                 for &c in children.values() {
-                    names[c] += 1;
-                    if !seen[c] {
-                        seen[c] = true;
+                    // A node's first name is where it is first seen.
+                    if names[c] == 0 {
                         parent[c] = dir;
                         order.push(c);
                     }
+                    names[c] += 1;
                 }
             }
         }
